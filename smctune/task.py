@@ -1,0 +1,60 @@
+"""The contract between the task-agnostic core and a task family in ``trainables/``.
+
+The core never imports a trainable directly: the registry names a ``module:Class`` implementing
+``Task``, and the training loop talks only to the ``TaskRuntime`` it builds. A new task family is one
+module implementing these two protocols plus a search-space YAML.
+
+This module is torch-free so the CLI can import it; the runtime side uses torch types only in hints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Protocol
+
+from .config import ModelSettings, TrainSettings
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What ``Task.validate_data`` found: shown by ``plan`` and recorded with the sweep."""
+
+    source: str          # "bundled sample" or the data directory
+    splits: dict         # split name -> number of examples
+    files: dict          # split name -> file path
+
+
+class Task(Protocol):
+    """A task as the core sees it before any heavy import (driver side, torch-free)."""
+
+    name: str
+    chance: float        # metric value of a random guess (0.2 for 5-way multiple choice)
+    metric: str          # name of the metric reported, e.g. "accuracy"; higher is better
+
+    def validate_data(self, preset: str, data_dir: Optional[str]) -> DataReport:
+        """Parse the data files fully and raise ``UserError`` naming file, line and field on a problem.
+
+        Runs in the driver before any trial starts, so a bad file fails in seconds, not after Ray
+        has scheduled a hundred trials."""
+
+    def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
+              data_dir: Optional[str], device: str) -> "TaskRuntime":
+        """Tokenizer, tensors and model factory for one trial (inside the Ray worker)."""
+
+
+class TaskRuntime(Protocol):
+    """The per-trial half: everything the training loop needs, nothing it must know about the task."""
+
+    def new_model(self) -> Any:
+        """A fresh model at its starting ("pretrained") weights; the head's random init follows the
+        global torch seed the caller set, so the same seed gives the same starting point (LTH rewinds
+        to it)."""
+
+    def train_batches(self, seed: int) -> Iterator[Any]:
+        """An endless, seeded stream of training batches already on the trial's device."""
+
+    def loss(self, model: Any, batch: Any) -> Any:
+        """Scalar training loss (a torch tensor) for one batch."""
+
+    def evaluate(self, model: Any) -> dict:
+        """Metrics on the evaluation split: at least ``{<metric>: float, "loss": float}``; the metric
+        is a fraction in [0, 1]."""

@@ -326,6 +326,14 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
             raise UserError(f"{source}: unknown key '{name}' at presets (valid: {', '.join(PRESET_NAMES)})")
     data["presets"] = {name: build(PresetSettings, value or {}, f"{source}: presets.{name}")
                        for name, value in presets.items()}
+    prunable = data.get("prunable") or {}
+    if not isinstance(prunable, dict):
+        raise UserError(f"{source}: prunable: expected a mapping with include/exclude lists")
+    for key, value in prunable.items():
+        if key not in ("include", "exclude"):
+            raise UserError(f"{source}: unknown key '{key}' at prunable (valid: include, exclude)")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")
     data["source"] = source
     return build(SearchSpace, data, source)
 

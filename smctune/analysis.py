@@ -1,0 +1,435 @@
+"""From a run directory to the numbers the report shows: per-cell seed statistics and failing sparsities.
+
+Pure computation: no plotting, no torch, no ray. ``report.py`` formats what ``summarize`` returns.
+
+Definitions (the report states them too):
+
+* A *cell* is (method, grid sparsity). Its value is the mean over seeds of the level metric (``best``
+  over evaluations or ``final``) of the trials with ``status == "ok"``; failed and killed trials are
+  counted in ``status_counts`` but never enter the mean. ``std`` is the sample standard deviation
+  (ddof=1); 0.0 for a single seed, ``None`` without values.
+* A level value that is missing, ``null`` or not finite counts as no value (the cell shows "—").
+* A trial level is matched to a grid column when ``|level.sparsity - grid| <= 1e-4`` (LTH reports one
+  level per IMP round, each landing in its own column; rounds off the grid are ignored).
+* The dense baseline is the mean/std over seeds of the dense trials' level value.
+* A level *fails* when ``mean < dense_mean - tolerance`` (strictly; exactly ``dense - tolerance`` still
+  matches). The *failing sparsity* of a method is the lowest grid sparsity that fails.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+from .config import SweepSpec
+from .errors import UserError
+
+METRIC_KINDS = ("best", "final")
+METRIC_KIND_LABELS = {"best": "best over evaluations", "final": "final evaluation"}
+STATUSES = ("ok", "failed", "killed")
+LEVEL_TOL = 1e-4      # matching a trial level to a grid sparsity
+COMPARE_EPS = 1e-9    # float slack so "exactly dense - tolerance" never fails by rounding
+DENSE = "dense"
+
+# outcomes of failing_sparsity
+FAILS_AT = "fails_at"
+NEVER = "never"
+NO_DENSE = "no_dense"
+NO_DATA = "no_data"
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One ``results/<trial_id>.json`` as written by the sweep."""
+
+    trial_id: str
+    task: str
+    method: str
+    seed: Optional[int]
+    preset: str
+    status: str
+    error: Optional[str]
+    metric: str
+    chance: Optional[float]
+    levels: tuple
+    sparsity: Optional[float] = None   # the trial's target (None for dense and LTH)
+    history: tuple = ()
+    dense_key: Optional[str] = None
+    wall_s: Optional[float] = None
+    mlflow_run_id: Optional[str] = None
+    path: str = ""
+
+
+@dataclass
+class RunResults:
+    run_dir: Path
+    spec: SweepSpec
+    trials: list = field(default_factory=list)
+
+
+def load_run(run_dir: Union[str, Path]) -> RunResults:
+    """Read ``sweep.json`` and every ``results/*.json`` of a run directory (sorted by file name)."""
+    root = Path(run_dir)
+    sweep_file = root / "sweep.json"
+    if not root.is_dir() or not sweep_file.is_file():
+        raise UserError(f"not a smctune run directory: {root} (no sweep.json)")
+    try:
+        spec = SweepSpec.from_json(sweep_file.read_text())
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise UserError(f"malformed {sweep_file}: {_one_line(err)}") from None
+    trials = []
+    results_dir = root / "results"
+    if results_dir.is_dir():
+        for path in sorted(results_dir.glob("*.json")):
+            trial = _load_trial(path)
+            if trial.task != spec.task:
+                raise UserError(f"{path}: trial is for task '{trial.task}', but the run is for '{spec.task}'")
+            trials.append(trial)
+    return RunResults(run_dir=root, spec=spec, trials=trials)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _load_trial(path: Path) -> TrialResult:
+    def bad(why: str):
+        return UserError(f"malformed trial result {path}: {why}")
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise bad(_one_line(err)) from None
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object, got {type(data).__name__}")
+    for key in ("trial_id", "method", "status"):
+        if not isinstance(data.get(key), str):
+            raise bad(f"missing or non-string '{key}'")
+    if data["status"] not in STATUSES:
+        raise bad(f"unknown status '{data['status']}' (valid: {', '.join(STATUSES)})")
+    levels = data.get("levels") or []
+    if not isinstance(levels, list):
+        raise bad("'levels' is not a list")
+    for i, level in enumerate(levels):
+        if not isinstance(level, dict):
+            raise bad(f"levels[{i}] is not an object")
+        if not _is_number(level.get("sparsity")):
+            raise bad(f"levels[{i}].sparsity is missing or not a number")
+        for kind in METRIC_KINDS:
+            value = level.get(kind)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise bad(f"levels[{i}].{kind} is not a number: {value!r}")
+    target = data.get("sparsity")
+    if target is not None and not _is_number(target):
+        raise bad(f"'sparsity' is not a number: {target!r}")
+    history = data.get("history") or []
+    chance = data.get("chance")
+    seed = data.get("seed")
+    return TrialResult(
+        trial_id=data["trial_id"],
+        task=str(data.get("task", "")),
+        method=data["method"],
+        seed=seed if isinstance(seed, int) else None,
+        preset=str(data.get("preset", "")),
+        status=data["status"],
+        error=data.get("error"),
+        metric=str(data.get("metric") or ""),
+        chance=float(chance) if _is_number(chance) else None,
+        levels=tuple(levels),
+        sparsity=None if target is None else float(target),
+        history=tuple(history) if isinstance(history, list) else (),
+        dense_key=data.get("dense_key"),
+        wall_s=data.get("wall_s"),
+        mlflow_run_id=data.get("mlflow_run_id"),
+        path=str(path),
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# cells
+
+@dataclass(frozen=True)
+class CellStat:
+    """Seed statistics of one (method, sparsity) cell; ``values`` holds the ok trials' values only."""
+
+    mean: Optional[float]
+    std: Optional[float]
+    n: int
+    values: tuple
+    status_counts: dict
+
+    @property
+    def all_failed(self) -> bool:
+        """Trials ran for this cell, and none of them is ok."""
+        return sum(self.status_counts.values()) > 0 and not self.status_counts.get("ok")
+
+    @property
+    def some_failed(self) -> bool:
+        return any(self.status_counts.get(s) for s in STATUSES if s != "ok")
+
+
+def cell_stat(values, status_counts: Optional[Mapping[str, int]] = None) -> CellStat:
+    values = tuple(float(v) for v in values)
+    counts = {k: v for k, v in (status_counts or {}).items() if v}
+    n = len(values)
+    if n == 0:
+        return CellStat(None, None, 0, values, counts)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return CellStat(mean, std, n, values, counts)
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRIC_KINDS:
+        raise UserError(f"unknown metric '{metric}' (valid: {', '.join(METRIC_KINDS)})")
+
+
+def _match(sparsity: float, grid) -> Optional[float]:
+    for g in grid:
+        if abs(sparsity - g) <= LEVEL_TOL:
+            return g
+    return None
+
+
+_TARGET = re.compile(r"-s(\d+(?:\.\d+)?)-seed")
+_LTH_TO = re.compile(r"-to(\d+(?:\.\d+)?)-seed")
+
+
+def _lth_ladder(rounds: int = 40) -> tuple:
+    return tuple(round(1 - 0.8**k, 6) for k in range(1, rounds + 1))
+
+
+def _intended_cells(trial: TrialResult, grid) -> set:
+    """Grid cells a trial was meant to fill: the levels it reported, plus its target from the trial id
+    (so a trial that failed before reaching any level is still counted in its cell)."""
+    cells = {g for g in (_match(float(lv["sparsity"]), grid) for lv in trial.levels) if g is not None}
+    if trial.sparsity is not None:
+        g = _match(trial.sparsity, grid)
+        if g is not None:
+            cells.add(g)
+    match = _TARGET.search(trial.trial_id)
+    if match:
+        g = _match(float(match.group(1)), grid)
+        if g is not None:
+            cells.add(g)
+    match = _LTH_TO.search(trial.trial_id)
+    if match:
+        top = float(match.group(1))
+        for rung in _lth_ladder():
+            if rung > top + LEVEL_TOL:
+                break
+            g = _match(rung, grid)
+            if g is not None:
+                cells.add(g)
+    return cells
+
+
+def cells(run: RunResults, metric: str = "best") -> dict:
+    """``{method: {grid sparsity: CellStat}}`` for every non-dense method, every grid sparsity present.
+
+    Methods come from the sweep spec plus any method found in the results, in registry order.
+    """
+    _check_metric(metric)
+    grid = tuple(sorted(run.spec.sparsities))
+    methods = _method_order(set(run.spec.methods) | {t.method for t in run.trials})
+    table = {}
+    for method in methods:
+        if method == DENSE:
+            continue
+        values = {g: [] for g in grid}
+        counts = {g: {} for g in grid}
+        for trial in run.trials:
+            if trial.method != method:
+                continue
+            if trial.status == "ok":
+                for level in trial.levels:
+                    g = _match(float(level["sparsity"]), grid)
+                    if g is None:
+                        continue
+                    counts[g]["ok"] = counts[g].get("ok", 0) + 1
+                    if _is_number(level.get(metric)):
+                        values[g].append(level[metric])
+            else:
+                for g in _intended_cells(trial, grid):
+                    counts[g][trial.status] = counts[g].get(trial.status, 0) + 1
+        table[method] = {g: cell_stat(values[g], counts[g]) for g in grid}
+    return table
+
+
+def dense_baseline(run: RunResults, metric: str = "best") -> Optional[CellStat]:
+    """Mean/std over seeds of the dense trials' value; ``None`` when the run has no dense trial at all."""
+    _check_metric(metric)
+    dense = [t for t in run.trials if t.method == DENSE]
+    if not dense:
+        return None
+    values, counts = [], {}
+    for trial in dense:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+        if trial.status != "ok" or not trial.levels:
+            continue
+        level = min(trial.levels, key=lambda lv: abs(float(lv["sparsity"])))
+        if _is_number(level.get(metric)):
+            values.append(level[metric])
+    return cell_stat(values, counts)
+
+
+def _method_order(names) -> list:
+    from .registry import METHODS, PAPER_METHODS
+
+    order = [DENSE] + list(METHODS) + [m for m in PAPER_METHODS if m not in METHODS]
+    known = [m for m in order if m in names]
+    return list(dict.fromkeys(known)) + sorted(set(names) - set(order))
+
+
+# --------------------------------------------------------------------------------------------------
+# failing sparsity
+
+@dataclass(frozen=True)
+class FailResult:
+    """Where a method stops matching dense.
+
+    outcome:  ``fails_at`` (``fails_at`` holds the sparsity), ``never`` (no measured level fails),
+              ``no_dense`` (no dense baseline: unknown), ``no_data`` (no level has a value).
+    missing:  grid levels without a value (they are skipped when scanning).
+    missing_below: a level below ``fails_at`` (or, for ``never``, any level) is missing, so the true
+              failing sparsity could be lower (or exist at all).
+    """
+
+    outcome: str
+    fails_at: Optional[float] = None
+    fails_at_first_level: bool = False
+    non_monotone: bool = False
+    threshold: Optional[float] = None
+    failing_levels: tuple = ()
+    missing: tuple = ()
+    missing_below: bool = False
+
+
+CurveValue = Union[None, float, CellStat]
+
+
+def failing_sparsity(curve: Mapping[float, CurveValue], dense_mean: Optional[float],
+                     tolerance: float = 0.01) -> FailResult:
+    """First sparsity (increasing) whose mean is strictly below ``dense_mean - tolerance``.
+
+    ``curve`` maps every grid sparsity of the method to its mean (a float, a ``CellStat`` or ``None``
+    for a missing level); include missing levels so "first level" refers to the grid's first level.
+    """
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise UserError(f"tolerance must be a non-negative number, got {tolerance}")
+    points = []
+    for sparsity in sorted(curve):
+        value = curve[sparsity]
+        if isinstance(value, CellStat):
+            value = value.mean
+        points.append((float(sparsity), None if value is None else float(value)))
+    missing = tuple(s for s, v in points if v is None)
+    measured = [(s, v) for s, v in points if v is not None]
+    if not measured:
+        threshold = None if dense_mean is None else dense_mean - tolerance
+        return FailResult(NO_DATA, threshold=threshold, missing=missing)
+    if dense_mean is None:
+        return FailResult(NO_DENSE, missing=missing)
+    threshold = dense_mean - tolerance
+    failing = tuple(s for s, v in measured if v < threshold - COMPARE_EPS)
+    if not failing:
+        return FailResult(NEVER, threshold=threshold, missing=missing, missing_below=bool(missing))
+    first = failing[0]
+    recovered = any(s > first and v >= threshold - COMPARE_EPS for s, v in measured)
+    return FailResult(
+        FAILS_AT,
+        fails_at=first,
+        fails_at_first_level=(first == points[0][0]),
+        non_monotone=recovered,
+        threshold=threshold,
+        failing_levels=failing,
+        missing=missing,
+        missing_below=any(s < first for s in missing),
+    )
+
+
+def is_failing(mean: Optional[float], dense_mean: Optional[float], tolerance: float) -> Optional[bool]:
+    """The per-cell mark: ``True`` below ``dense - tolerance``, ``False`` within, ``None`` if unknown."""
+    if mean is None or dense_mean is None:
+        return None
+    return mean < dense_mean - tolerance - COMPARE_EPS
+
+
+# --------------------------------------------------------------------------------------------------
+# summary
+
+@dataclass(frozen=True)
+class MethodSummary:
+    name: str
+    cells: dict          # grid sparsity -> CellStat
+    fail: FailResult
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything ``report.py`` needs, computed once."""
+
+    task: str
+    preset: str
+    name: str
+    run_dir: str
+    metric: str                # "best" | "final"
+    metric_name: str           # what the task measures, e.g. "accuracy"
+    tolerance: float
+    grid: tuple
+    seeds: tuple
+    dense: Optional[CellStat]
+    chance: Optional[float]
+    methods: tuple             # MethodSummary, registry order, dense excluded
+    trials_ok: int
+    trials_failed: int
+    trials_killed: int
+    failures: tuple            # (trial_id, status, error) of every non-ok trial
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_KIND_LABELS[self.metric]
+
+
+def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01) -> Summary:
+    _check_metric(metric)
+    if not _is_number(tolerance) or tolerance < 0:
+        raise UserError(f"tolerance must be a non-negative number, got {tolerance}")
+    spec = run.spec
+    grid = tuple(sorted(spec.sparsities))
+    dense = dense_baseline(run, metric)
+    dense_mean = dense.mean if dense is not None else None
+    methods = tuple(
+        MethodSummary(name, table, failing_sparsity(table, dense_mean, tolerance))
+        for name, table in cells(run, metric).items()
+    )
+    task_entry = _task_entry(spec.task)
+    chance = next((t.chance for t in run.trials if t.chance is not None), None)
+    if chance is None and task_entry is not None:
+        chance = task_entry.chance
+    metric_name = next((t.metric for t in run.trials if t.metric), "") or (
+        task_entry.metric if task_entry is not None else "metric")
+    count = {s: sum(1 for t in run.trials if t.status == s) for s in STATUSES}
+    return Summary(
+        task=spec.task, preset=spec.preset, name=spec.name, run_dir=str(run.run_dir),
+        metric=metric, metric_name=metric_name, tolerance=float(tolerance), grid=grid,
+        seeds=tuple(spec.seeds), dense=dense, chance=chance, methods=methods,
+        trials_ok=count["ok"], trials_failed=count["failed"], trials_killed=count["killed"],
+        failures=tuple((t.trial_id, t.status, t.error) for t in run.trials if t.status != "ok"),
+    )
+
+
+def _task_entry(task: str):
+    from .registry import TASKS
+
+    return TASKS.get(task)

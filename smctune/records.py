@@ -1,0 +1,103 @@
+"""Per-trial result files in the run directory: ``results/<trial_id>.json``.
+
+These files are the sweep's source of truth for ``smctune report`` (which must work without Ray or
+MLflow running) and for skipping finished trials when a sweep with the same name is run again. Each
+file is written atomically when its trial ends, so an interrupted sweep never leaves a half record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from .config import TrialSpec
+
+STATUS_OK, STATUS_FAILED, STATUS_KILLED = "ok", "failed", "killed"
+
+
+def finished_ids(run_dir: str | os.PathLike) -> set[str]:
+    """Trials whose record says ``ok``: a rerun of the sweep leaves them alone."""
+    done = set()
+    for path in Path(run_dir, "results").glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if record.get("status") == STATUS_OK:
+            done.add(record["trial_id"])
+    return done
+
+
+class RecordKeeper:
+    """Collects a trial's reports and writes its record when the trial ends."""
+
+    def __init__(self, run_dir: str | os.PathLike, chance: float):
+        self.directory = Path(run_dir, "results")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.chance = chance
+        self.open: dict[str, dict] = {}
+
+    def started(self, spec: TrialSpec) -> None:
+        self.open[spec.trial_id] = {
+            "trial_id": spec.trial_id, "task": spec.task, "method": spec.method, "seed": spec.seed,
+            "preset": spec.preset, "sparsity": spec.sparsity, "status": None, "error": None,
+            "metric": None, "chance": self.chance, "levels": [], "history": [],
+            "dense_key": spec.dense_key(), "cached": False, "wall_s": None, "mlflow_run_id": None,
+            "tunables": spec.tunables, "prunable": spec.prunable, "_t0": time.time(),
+        }
+
+    def result(self, trial_id: str, metrics: dict) -> None:
+        record = self.open.get(trial_id)
+        if record is None:
+            return
+        metric = metrics["metric_name"]
+        record["metric"] = metric
+        record["cached"] = bool(metrics.get("cached"))
+        if record["history"] and metrics["global_step"] <= record["history"][-1]["global_step"] \
+                and metrics.get("round") == record["history"][-1].get("round"):
+            # a retried trial replays from its checkpoint: drop the rows it will report again
+            record["history"] = [row for row in record["history"]
+                                 if row["global_step"] < metrics["global_step"]]
+        record["history"].append({key: metrics.get(key) for key in
+                                  ("step", "global_step", metric, "loss", "train_loss", "sparsity",
+                                   "sparsity_all", "round")})
+        if metrics.get("level_done"):
+            record["levels"] = [lv for lv in record["levels"] if lv["round"] != metrics.get("round")
+                                or lv["sparsity"] != metrics.get("level")]
+            record["levels"].append({
+                "sparsity": metrics.get("level") or 0.0,
+                "achieved_sparsity": metrics.get("sparsity"),
+                "achieved_sparsity_all": metrics.get("sparsity_all"),
+                "final": metrics.get(metric), "best": metrics.get("best"),
+                "step": metrics.get("step"), "round": metrics.get("round"),
+                "diverged": bool(metrics.get("diverged")),
+            })
+
+    def attach(self, trial_id: str, key: str, value) -> None:
+        if trial_id in self.open:
+            self.open[trial_id][key] = value
+
+    def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> Optional[dict]:
+        record = self.open.pop(trial_id, None)
+        if record is None:
+            return None
+        record["status"], record["error"] = status, error
+        record["wall_s"] = round(time.time() - record.pop("_t0"), 3)
+        path = self.directory / f"{trial_id}.json"
+        staging = path.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(record, indent=1, default=_json_default))
+        staging.replace(path)
+        return record
+
+    def write_skipped(self, spec: TrialSpec, status: str, error: str) -> None:
+        """A trial that never ran (its dense baseline failed) still gets a record saying why."""
+        self.started(spec)
+        self.finished(spec.trial_id, status, error)
+
+
+def _json_default(value):
+    if isinstance(value, float):
+        return None
+    return str(value)

@@ -1,0 +1,330 @@
+"""Turn a run directory into the report: a plain-text table, ``results.json`` and ``curves.png``.
+
+The numbers come from ``smctune.analysis``; this module only formats them. matplotlib is imported
+inside ``plot_curves`` (Agg backend) so ``smctune report`` stays cheap until it draws.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from .analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, FailResult, Summary, is_failing,
+                       load_run, summarize)
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+PLOT_FILE = "curves.png"
+
+MARK_OK = "✓"
+MARK_FAIL = "✗"
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    results_json: Path
+    curves_png: Path
+    table: str
+    summary: Summary
+
+    @property
+    def plot(self) -> Path:
+        return self.curves_png
+
+
+# --------------------------------------------------------------------------------------------------
+# text
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _stat_text(stat: CellStat) -> str:
+    text = _pct(stat.mean)
+    if stat.n > 1:
+        text += f"±{_pct(stat.std)}"
+    return text
+
+
+def format_cell(stat: Optional[CellStat], dense_mean: Optional[float], tolerance: float,
+                expected_n: int = 0) -> str:
+    """``77.3±1.2 ✓``, ``70.1 ✗``, ``failed``/``killed`` (every trial of the cell), ``—`` (no value).
+
+    A ``*`` before the mark means fewer ok seeds than the sweep asked for (``expected_n``): some
+    failed or were killed (excluded from the mean) or have not reported.
+    """
+    if stat is None:
+        return MISSING
+    if stat.mean is None:
+        if stat.all_failed:
+            return "killed" if set(stat.status_counts) == {"killed"} else "failed"
+        return MISSING
+    text = _stat_text(stat)
+    if _short(stat, expected_n):
+        text += "*"
+    failing = is_failing(stat.mean, dense_mean, tolerance)
+    if failing is not None:
+        text += " " + (MARK_FAIL if failing else MARK_OK)
+    return text
+
+
+def _short(stat: CellStat, expected_n: int) -> bool:
+    return stat.mean is not None and (stat.some_failed or stat.n < expected_n)
+
+
+def format_fail(fail: FailResult) -> str:
+    """The "fails at" column: ``0.590``, ``first level (0.200)``, ``never``, with qualifiers."""
+    if fail.outcome == NO_DENSE:
+        return "unknown (no dense)"
+    if fail.outcome == NO_DATA:
+        return f"{MISSING} (no data)"
+    if fail.outcome == NEVER:
+        return "never (levels missing)" if fail.missing_below else "never"
+    assert fail.outcome == FAILS_AT
+    if fail.fails_at_first_level:
+        text = f"first level ({fail.fails_at:.3f})"
+    else:
+        text = f"{fail.fails_at:.3f}"
+        if fail.missing_below:
+            text += " (levels missing below)"
+    if fail.non_monotone:
+        text += " (non-monotone)"
+    return text
+
+
+def footer(summary: Summary) -> str:
+    """The one line under the table."""
+    if summary.dense is None:
+        dense = "dense: none (failing sparsity unknown)"
+    elif summary.dense.mean is None:
+        dense = "dense: every trial failed (failing sparsity unknown)"
+    else:
+        seeds = f"{summary.dense.n} seed" + ("s" if summary.dense.n != 1 else "")
+        dense = f"dense {_stat_text(summary.dense)} ({seeds})"
+    chance = f"{100 * summary.chance:.1f}%" if summary.chance is not None else "unknown"
+    trials = f"{summary.trials_ok} ok, {summary.trials_failed} failed"
+    if summary.trials_killed:
+        trials += f", {summary.trials_killed} killed"
+    return (f"{dense} | tolerance {100 * summary.tolerance:g} pt ({MARK_FAIL} = below dense − tolerance) | "
+            f"metric: {summary.metric_name}, {summary.metric_label} | chance {chance} | trials: {trials}")
+
+
+def format_table(summary: Summary) -> str:
+    """Fixed-width table: dense row first, then one row per method; a column per grid sparsity."""
+    dense_mean = summary.dense.mean if summary.dense is not None else None
+    n_seeds = len(summary.seeds)
+    header = ["method", "dense"] + [f"{s:.3f}" for s in summary.grid] + ["fails at"]
+    rows = []
+    if summary.dense is not None:
+        rows.append(["dense", format_cell(summary.dense, None, summary.tolerance, n_seeds)]
+                    + [""] * len(summary.grid) + [""])
+    for method in summary.methods:
+        rows.append([method.name, ""]
+                    + [format_cell(method.cells.get(s), dense_mean, summary.tolerance, n_seeds)
+                       for s in summary.grid]
+                    + [format_fail(method.fail)])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        parts = [cells[0].ljust(widths[0])]
+        parts += [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1])]
+        parts.append(cells[-1].ljust(widths[-1]))
+        return "  ".join(parts).rstrip()
+
+    title = f"{summary.task} · preset {summary.preset} · run {summary.name} · {summary.metric_name} (%) by sparsity"
+    out = [title, line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    if not summary.methods:
+        out.append("(no sparse methods in this run)")
+    out.append("")
+    out.append(footer(summary))
+    stats = [s for m in summary.methods for s in m.cells.values()]
+    if summary.dense is not None:
+        stats.append(summary.dense)
+    if any(_short(stat, n_seeds) for stat in stats):
+        out.append(f"* fewer than the sweep's {n_seeds} seed(s) are ok in this cell "
+                   "(failed, killed or not reported; excluded from the mean)")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# results.json
+
+def _key(sparsity: float) -> str:
+    return repr(round(float(sparsity), 6))
+
+
+def _stat_json(stat: Optional[CellStat]) -> Optional[dict]:
+    if stat is None:
+        return None
+    return {"mean": stat.mean, "std": stat.std, "n": stat.n, "values": list(stat.values),
+            "status_counts": dict(stat.status_counts)}
+
+
+def results_dict(summary: Summary) -> dict:
+    methods = {}
+    for method in summary.methods:
+        fail = method.fail
+        per_level = {}
+        for s in summary.grid:
+            entry = _stat_json(method.cells.get(s)) or {"mean": None, "std": None, "n": 0, "values": [],
+                                                         "status_counts": {}}
+            per_level[_key(s)] = {"sparsity": s, **entry}
+        methods[method.name] = {
+            "levels": per_level,
+            "failing_sparsity": fail.fails_at,
+            "outcome": fail.outcome,
+            "fails_at_first_level": fail.fails_at_first_level,
+            "non_monotone": fail.non_monotone,
+            "missing_levels": list(fail.missing),
+            "missing_below": fail.missing_below,
+            "threshold": fail.threshold,
+            "fails_at_text": format_fail(fail),
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": summary.task,
+        "preset": summary.preset,
+        "name": summary.name,
+        "metric": summary.metric,
+        "metric_name": summary.metric_name,
+        "tolerance": summary.tolerance,
+        "grid": list(summary.grid),
+        "seeds": list(summary.seeds),
+        "dense": _stat_json(summary.dense),
+        "chance": summary.chance,
+        "methods": methods,
+        "method_order": [m.name for m in summary.methods],
+        "trials": {"ok": summary.trials_ok, "failed": summary.trials_failed,
+                   "killed": summary.trials_killed,
+                   "failures": [{"trial_id": t, "status": s, "error": e} for t, s, e in summary.failures]},
+    }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def write_results_json(summary: Summary, path: Union[str, Path]) -> Path:
+    path = Path(path)
+    text = json.dumps(results_dict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    _write_atomic(path, text.encode())
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# plot
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
+# No plain dotted style: dotted is the chance line.
+_LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (10, 3)), (0, (1, 1, 1, 1, 6, 1)),
+               (0, (1, 2, 4, 2)), (0, (4, 1)), "-", "--", "-.")
+
+
+def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
+    """PNG of metric (%) vs sparsity: one line per method (distinct marker and line style), dense as a
+    solid horizontal line with its tolerance band, chance as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    grid = list(summary.grid)
+    fig, ax = plt.subplots(figsize=(8.0, 5.6), dpi=120)
+    try:
+        dense_mean = summary.dense.mean if summary.dense is not None else None
+        if dense_mean is not None:
+            low = 100 * (dense_mean - summary.tolerance)
+            ax.axhspan(low, 100 * dense_mean, color="0.85", zorder=0,
+                       label=f"dense − tolerance ({100 * summary.tolerance:g} pt)")
+            ax.axhline(100 * dense_mean, color="black", linewidth=1.6, zorder=1,
+                       label=f"dense {_stat_text(summary.dense)}")
+        if summary.chance is not None:
+            ax.axhline(100 * summary.chance, color="0.35", linestyle=":", linewidth=1.6, zorder=1,
+                       label=f"chance {100 * summary.chance:.1f}%")
+        cmap = plt.get_cmap("tab10")
+        circles = False
+        for i, method in enumerate(summary.methods):
+            # missing levels are left out (the line joins the measured ones; the table shows the gaps)
+            points = [(s, method.cells[s]) for s in grid
+                      if method.cells.get(s) is not None and method.cells[s].mean is not None]
+            xs = [s for s, _ in points]
+            ys = [100 * st.mean for _, st in points]
+            errs = [100 * (st.std or 0.0) for _, st in points]
+            ax.errorbar(xs, ys, yerr=errs if any(errs) else None, label=_plot_label(method),
+                        color=cmap(i % 10), marker=_MARKERS[i % len(_MARKERS)],
+                        linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.6, markersize=6,
+                        capsize=3, elinewidth=0.9, zorder=3)
+            fail = method.fail
+            if fail.outcome == FAILS_AT:
+                circles = True
+                ax.plot([fail.fails_at], [100 * method.cells[fail.fails_at].mean], marker="o", markersize=13,
+                        markerfacecolor="none", markeredgecolor=cmap(i % 10), markeredgewidth=1.4,
+                        linestyle="none", zorder=4)
+        ax.set_xticks(grid)
+        ax.set_xticklabels([f"{s:.3f}" for s in grid], rotation=45 if len(grid) > 5 else 0,
+                           ha="right" if len(grid) > 5 else "center")
+        if grid:
+            pad = max(0.02, 0.04 * (grid[-1] - grid[0]))
+            ax.set_xlim(grid[0] - pad, grid[-1] + pad)
+        ax.set_xlabel("sparsity (fraction of pruned weights)")
+        ax.set_ylabel(f"{summary.metric_name} (%), {summary.metric_label}")
+        ax.set_title(f"{summary.task} · preset {summary.preset}  ({summary.name})")
+        ax.grid(True, color="0.9", linewidth=0.8, zorder=0)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8.5, frameon=False)
+        if circles:
+            fig.text(0.01, 0.01, "big circle: failing sparsity (first level below dense − tolerance)",
+                     fontsize=7.5, color="0.3")
+        fig.tight_layout()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format="png", bbox_inches="tight")
+            os.replace(tmp, path)
+        except OSError as err:
+            raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _plot_label(method) -> str:
+    fail = method.fail
+    if fail.outcome == NO_DATA:
+        return f"{method.name} (no data)"
+    if fail.outcome == NO_DENSE:
+        return f"{method.name} (failing sparsity unknown: no dense)"
+    if fail.outcome == NEVER:
+        return f"{method.name} — fails: {format_fail(fail)}"
+    return f"{method.name} — fails at {format_fail(fail)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+
+def write_report(run_dir: Union[str, Path], *, metric: str = "best", tolerance: float = 0.01) -> ReportPaths:
+    """Write ``<run_dir>/results.json`` and ``<run_dir>/curves.png``; return their paths and the table."""
+    run = load_run(run_dir)
+    summary = summarize(run, metric=metric, tolerance=tolerance)
+    root = Path(run_dir)
+    results = write_results_json(summary, root / RESULTS_FILE)
+    plot = plot_curves(summary, root / PLOT_FILE)
+    return ReportPaths(results_json=results, curves_png=plot, table=format_table(summary), summary=summary)

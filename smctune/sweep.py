@@ -1,0 +1,283 @@
+"""From a resolved ``SweepSpec`` to Ray Tune trials, and back to records, MLflow runs and a report.
+
+A sweep runs in two stages, because "after" methods and LTH must start from the dense model of the
+same seed and must never train it again:
+
+  stage 1  the dense baselines and every method that starts from the pretrained weights
+  stage 2  the methods that start from the cached dense fine-tuned checkpoint (``*_after``, ``lth``)
+
+Stage 1 fills the cluster with independent work while the dense models train, so the split costs
+little. Each stage is one ``Tuner`` over an explicit list of trial specs (a grid of cells, not a
+search). Finished trials have a record in ``results/`` and are skipped when the same sweep (same
+``--name``) runs again; Ray retries a failed trial from its last checkpoint (``FailureConfig``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import registry
+from .config import SearchSpace, SweepSpec, TrialSpec
+from .dense_cache import DenseCache
+from .errors import UserError
+from .progress import ProgressPrinter
+from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids
+
+RAY_QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter honours verbose=0; the new one still prints boxes
+}
+
+
+# ---------------------------------------------------------------------------------------- planning
+
+def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
+    """IMP rounds needed to reach the top of the grid: sparsity 1-(1-rate)^k for k = 1..K."""
+    top = max(grid)
+    rounds = max(1, math.ceil(math.log(1 - top) / math.log(1 - rate) - 1e-9))
+    return tuple(round(1 - (1 - rate) ** k, 6) for k in range(1, rounds + 1))
+
+
+def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
+    preset = space.preset(sweep.preset)
+    cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
+    prunable = {"include": list(space.prunable.get("include") or []),
+                "exclude": list(space.prunable.get("exclude") or [])}
+    methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
+    trials = []
+    for seed in sweep.seeds:
+        for name in methods:
+            spec = registry.method_spec(name)
+            tunables = space.tunables(name, sweep.preset, spec.tunables)
+            common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
+                          model=preset.model, train=preset.train, tunables=tunables,
+                          prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root)
+            if spec.schedule == "none":
+                trials.append(TrialSpec(sparsity=None, **common))
+            elif spec.schedule == "imp":
+                levels = lth_levels(sweep.sparsities, float(tunables["rate"]))
+                trials.append(TrialSpec(sparsity=levels[-1], levels=levels, **common))
+            else:
+                trials.extend(TrialSpec(sparsity=s, **common) for s in sweep.sparsities)
+    return trials
+
+
+def stage_of(spec: TrialSpec) -> int:
+    return 2 if registry.method_spec(spec.method).start == "dense" else 1
+
+
+def resolve_preset(requested: str, gpus: float) -> tuple[str, str]:
+    """``auto`` -> paper with GPUs, smoke without; ``paper`` without GPUs is an error."""
+    registry.preset_entry(requested)
+    if requested == "auto":
+        if gpus > 0:
+            return "paper", f"auto: Ray sees {gpus:g} GPU(s)"
+        return "smoke", "auto: Ray sees no GPU"
+    if requested == "paper" and gpus <= 0:
+        raise UserError("preset 'paper' needs GPUs but Ray sees none; use --preset small "
+                        "(real small models on CPU) or --preset smoke (pipeline check)")
+    return requested, "requested"
+
+
+# ---------------------------------------------------------------------------------------- Ray
+
+def ensure_ray(num_cpus: Optional[int] = None) -> dict:
+    """Connect to ``RAY_ADDRESS`` when set (a cluster), else start a quiet local instance."""
+    for key, value in RAY_QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = dict(logging_level=logging.ERROR, log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    return ray.cluster_resources()
+
+
+def trainable(config: dict) -> None:
+    """The Ray Tune function trainable: one ``TrialSpec`` -> ``train.run_trial``."""
+    from ray import tune
+
+    from .train import run_trial, set_threads
+
+    spec = TrialSpec.from_dict(config["trial"])
+    set_threads(config.get("threads") or 1)
+    device = "cuda" if config.get("gpus", 0) > 0 else "cpu"
+    run_trial(spec, _RayReporter(tune), device=device)
+
+
+class _RayReporter:
+    def __init__(self, tune):
+        self.tune = tune
+        self._restored_dir = None
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        checkpoint = self.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.tune.report(metrics, checkpoint=checkpoint)
+
+    def restore(self) -> Optional[str]:
+        checkpoint = self.tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        import tempfile
+
+        self._restored_dir = tempfile.mkdtemp(prefix="smctune-restore-")
+        return checkpoint.to_directory(self._restored_dir)
+
+
+def _event_bridge(listener, specs: dict):
+    """A Tune callback that turns Ray's trial events into calls on smctune's listeners."""
+    from ray import tune
+
+    def trial_id(trial) -> str:
+        return TrialSpec.from_dict(trial.config["trial"]).trial_id
+
+    class Bridge(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            listener.started(specs[trial_id(trial)])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            listener.result(trial_id(trial), result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            listener.finished(trial_id(trial), "ok")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            listener.finished(trial_id(trial), STATUS_FAILED, _one_line_error(trial))
+
+    return Bridge()
+
+
+def _one_line_error(trial) -> str:
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001 - the error file may be gone; the status still matters
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "trial failed (no error text)"
+
+
+class _Listeners:
+    """Fan-out to records, MLflow and progress, keeping the MLflow run id in the record."""
+
+    def __init__(self, records: RecordKeeper, tracker, printer: ProgressPrinter):
+        self.records, self.tracker, self.printer = records, tracker, printer
+        self._tracker_warned = False
+
+    def started(self, spec: TrialSpec) -> None:
+        self.records.started(spec)
+        run_id = self._track("started", spec)
+        self.records.attach(spec.trial_id, "mlflow_run_id", run_id)
+        self.printer.started(spec)
+
+    def result(self, trial_id: str, metrics: dict) -> None:
+        self.records.result(trial_id, metrics)
+        self._track("result", trial_id, metrics)
+        self.printer.result(trial_id, metrics)
+
+    def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
+        self.records.finished(trial_id, status, error)
+        self._track("finished", trial_id, status, error)
+        self.printer.finished(trial_id, status, error)
+
+    def _track(self, event: str, *args):
+        try:
+            return getattr(self.tracker, event)(*args)
+        except Exception as err:  # noqa: BLE001 - tracking must not kill a sweep
+            if not self._tracker_warned:
+                self.printer.message(f"warning: MLflow {event} failed: {err}", level=0)
+                self._tracker_warned = True
+            return None
+
+    def abort_open(self, reason: str) -> None:
+        for trial_id in list(self.records.open):
+            self.finished(trial_id, STATUS_KILLED, reason)
+        self.tracker.close_open_runs()
+
+
+# ---------------------------------------------------------------------------------------- running
+
+@dataclasses.dataclass
+class SweepOutcome:
+    run_dir: str
+    trials_total: int
+    trials_run: int
+    trials_skipped: int
+
+
+def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
+              printer: ProgressPrinter, tracker) -> SweepOutcome:
+    ensure_ray()
+    from ray import tune
+
+    run_dir = Path(sweep.run_dir)
+    already = finished_ids(run_dir)
+    pending = [t for t in trials if t.trial_id not in already]
+    if already:
+        printer.message(f"resuming: {len(trials) - len(pending)} of {len(trials)} trials already "
+                        f"finished in {run_dir}")
+    entry = registry.task_entry(sweep.task)
+    records = RecordKeeper(run_dir, chance=entry.chance)
+    listeners = _Listeners(records, tracker, printer)
+    specs = {t.trial_id: t for t in trials}
+    resources = space.preset(sweep.preset).resources
+    request = {"cpu": resources.cpu, "gpu": resources.gpu}
+    if resources.memory_gb:
+        request["memory"] = resources.memory_gb * 1024**3
+    fn = tune.with_resources(trainable, request)
+    cache = DenseCache(Path(run_dir).parent / "dense_cache")
+    try:
+        for stage in (1, 2):
+            batch = [t for t in pending if stage_of(t) == stage]
+            if stage == 2:
+                batch = _drop_without_dense(batch, cache, records, printer)
+            if not batch:
+                continue
+            tuner = tune.Tuner(
+                fn,
+                param_space={"trial": tune.grid_search([t.to_dict() for t in batch]),
+                             "threads": max(1, int(resources.cpu)), "gpus": resources.gpu},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=sweep.max_concurrent or None,
+                    reuse_actors=True,
+                    trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).trial_id,
+                    trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).trial_id,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"stage{stage}",
+                    storage_path=str(run_dir / "ray"),
+                    verbose=0,
+                    callbacks=[_event_bridge(listeners, specs)],
+                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
+            tuner.fit()
+    except KeyboardInterrupt:
+        listeners.abort_open("sweep interrupted (Ctrl-C); rerun the same command to continue")
+        raise
+    finally:
+        listeners.abort_open("sweep ended before the trial did")
+    return SweepOutcome(str(run_dir), len(trials), len(pending), len(trials) - len(pending))
+
+
+def _drop_without_dense(batch, cache: DenseCache, records: RecordKeeper, printer) -> list[TrialSpec]:
+    """Stage-2 trials whose dense baseline failed cannot run; record why instead of crashing."""
+    runnable = []
+    for spec in batch:
+        if cache.has(spec.dense_key()):
+            runnable.append(spec)
+        else:
+            reason = f"dense baseline for seed {spec.seed} did not finish (cache {spec.dense_key()} missing)"
+            records.write_skipped(spec, STATUS_FAILED, reason)
+            printer.message(f"skip    {spec.trial_id}: {reason}", level=0)
+    return runnable

@@ -1,0 +1,125 @@
+"""MLflow tracking: one experiment per sweep, one run per trial.
+
+Runs are created and closed from the driver (not from inside Ray workers), so a run's status is always
+settled by someone who outlives the trial: FINISHED when it completes, FAILED when it errors, KILLED
+when the sweep is interrupted. ``close_open_runs`` is called from a ``finally`` in the sweep, so no run
+is ever left RUNNING. Artifacts (the layerwise sparsity table) are logged through the client, which
+works the same for the default sqlite store and for a remote tracking server.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from .config import TrialSpec
+
+METRIC_KEYS = ("loss", "train_loss", "sparsity", "sparsity_all", "best")
+
+
+def default_tracking_uri(run_dir: str | os.PathLike) -> str:
+    """MLflow 3 refuses the plain file store; a sqlite file inside the run directory needs no server."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class MLflowTracker:
+    def __init__(self, tracking_uri: str, experiment: str, run_dir: str, sweep_tags: dict):
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        # after the import: mlflow configures its logger on import; no "creating tables" chatter
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            artifacts = None
+            if tracking_uri.startswith("sqlite:"):
+                artifacts = (Path(run_dir).resolve() / "mlflow-artifacts").as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+        else:
+            self.experiment_id = found.experiment_id
+        self.sweep_tags = {key: str(value) for key, value in sweep_tags.items()}
+        self.runs: dict[str, str] = {}
+
+    def started(self, spec: TrialSpec) -> str:
+        tags = dict(self.sweep_tags, task=spec.task, method=spec.method, seed=str(spec.seed),
+                    preset=spec.preset, trial_id=spec.trial_id,
+                    sparsity="dense" if spec.sparsity is None else f"{spec.sparsity:g}")
+        run = self.client.create_run(self.experiment_id, run_name=spec.trial_id, tags=tags)
+        run_id = run.info.run_id
+        self.runs[spec.trial_id] = run_id
+        from mlflow.entities import Param
+
+        params = [Param(key, str(value)[:500]) for key, value in _flatten(dataclasses.asdict(spec)).items()]
+        params.append(Param("dense_key", spec.dense_key()))
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[start:start + 100])
+        return run_id
+
+    def result(self, trial_id: str, metrics: dict) -> None:
+        run_id = self.runs.get(trial_id)
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        step = int(metrics.get("global_step") or 0)
+        name = metrics.get("metric_name", "accuracy")
+        values = {name: metrics.get(name)}
+        values.update({key: metrics.get(key) for key in METRIC_KEYS})
+        if metrics.get("round") is not None:
+            values["round"] = metrics["round"]
+        stamp = _now_ms()
+        batch = [Metric(key, float(value), stamp, step) for key, value in values.items()
+                 if isinstance(value, (int, float)) and math.isfinite(float(value))]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+        if metrics.get("layerwise_csv"):
+            level = metrics.get("level") or 0.0
+            suffix = f"_round{metrics['round']}" if metrics.get("round") is not None else ""
+            self.client.log_text(run_id, metrics["layerwise_csv"],
+                                 f"layerwise/sparsity_{level:.4f}{suffix}.csv")
+
+    def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
+        run_id = self.runs.pop(trial_id, None)
+        if run_id is None:
+            return
+        if error:
+            self.client.set_tag(run_id, "error", error[:500])
+        self.client.set_terminated(run_id, {"ok": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+
+    def close_open_runs(self) -> None:
+        for trial_id in list(self.runs):
+            self.finished(trial_id, "killed", "sweep interrupted before the trial ended")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,334 @@
+"""One sparse fine-tuning loop for every task and method.
+
+A trial is: build the task runtime, get the starting weights (pretrained, or the cached dense
+fine-tuned checkpoint), let the method's schedule decide when and how much to prune, fine-tune with the
+mask enforced after every optimizer step, evaluate every ``eval_every`` steps, and report each
+evaluation through a ``Reporter``. Methods differ only in their ``MethodSpec`` (registry), so this file
+has one code path per *schedule* (none, oneshot, gmp, imp), not one per method.
+
+The reporter decouples the loop from Ray: ``smctune.sweep`` passes a Ray Tune reporter, tests and
+notebooks pass ``CallbackReporter``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import torch
+
+from . import registry
+from .config import TrainSettings, TrialSpec
+from .dense_cache import DenseCache
+from .errors import UserError
+from .pruning import GMPSchedule, Mask, MaskEnforcer, compute_mask, imp_sparsity, prune
+
+
+class Reporter(Protocol):
+    def report(self, metrics: dict, checkpoint_dir: Optional[str] = None) -> None: ...
+
+    def restore(self) -> Optional[str]:
+        """A directory holding the last checkpoint of this trial, if it is being retried."""
+
+
+@dataclass
+class CallbackReporter:
+    """Reporter for tests and notebooks: keeps every report, optionally forwards it."""
+
+    callback: Optional[Callable[[dict], None]] = None
+    reports: list = field(default_factory=list)
+    keep_checkpoints: bool = False
+    checkpoints: list = field(default_factory=list)
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[str] = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint_dir and self.keep_checkpoints:
+            kept = tempfile.mkdtemp(prefix="smctune-ckpt-")
+            shutil.copytree(checkpoint_dir, kept, dirs_exist_ok=True)
+            self.checkpoints.append(kept)
+        if self.callback:
+            self.callback(dict(metrics))
+
+    def restore(self) -> Optional[str]:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+
+@dataclass
+class LevelState:
+    """Progress of one sparsity level (one fine-tuning run); checkpointed so a retry resumes it."""
+
+    round: Optional[int]
+    target: float
+    step: int = 0
+    best: float = float("-inf")
+    history: list = field(default_factory=list)
+
+
+class Trial:
+    """Runs one ``TrialSpec``. Kept as an object so the per-trial pieces (runtime, model, mask,
+    reporter) are not threaded through every function."""
+
+    def __init__(self, spec: TrialSpec, reporter: Reporter, device: Optional[str] = None):
+        self.spec = spec
+        self.reporter = reporter
+        self.method = registry.method_spec(spec.method)
+        self.task = registry.load_task(spec.task)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.metric = self.task.metric
+        self.cache = DenseCache(spec.cache_root)
+        self.dense_key = spec.dense_key()
+        self._last_checkpoint = time.monotonic()
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> None:
+        _seed_everything(self.spec.seed)
+        if self.method.schedule == "none" and self.cache.has(self.dense_key):
+            self._report_cached_dense()
+            return
+        self.runtime = _runtime_for(self.task, self.spec, self.device)
+        torch.manual_seed(self.spec.seed)
+        self.model = self.runtime.new_model().to(self.device)
+        restored = self._restore()
+        schedule = {"none": self._run_dense, "oneshot": self._run_oneshot,
+                    "gmp": self._run_gmp, "imp": self._run_imp}[self.method.schedule]
+        schedule(restored)
+
+    # ------------------------------------------------------------------ schedules
+    def _run_dense(self, restored: Optional[dict]) -> None:
+        level = restored["level"] if restored else LevelState(round=None, target=0.0)
+        self._fine_tune(None, level, restored)
+        meta = {"key": self.dense_key, "task": self.spec.task, "seed": self.spec.seed,
+                "preset": self.spec.preset, "metric": self.metric,
+                "final": level.history[-1][self.metric], "best": level.best,
+                "history": level.history, "step": level.step}
+        self.cache.save(self.dense_key, self.model.state_dict(), meta)
+
+    def _run_oneshot(self, restored: Optional[dict]) -> None:
+        if restored:
+            mask, level = restored["mask"], restored["level"]
+        else:
+            self._load_start_weights()
+            mask = self._prune(self.spec.sparsity, current=None)
+            level = LevelState(round=None, target=self.spec.sparsity)
+        self._fine_tune(mask, level, restored)
+
+    def _run_gmp(self, restored: Optional[dict]) -> None:
+        t = self.spec.tunables
+        total = self.spec.train.max_steps
+        start, end = int(total * t["start_fraction"]), int(total * t["end_fraction"])
+        if not 0 <= start < end <= total:
+            raise UserError(f"gmp: start_fraction {t['start_fraction']} and end_fraction "
+                            f"{t['end_fraction']} must satisfy 0 <= start < end <= 1")
+        schedule = GMPSchedule(final=self.spec.sparsity, start_step=start, end_step=end,
+                               frequency=int(t["frequency"]))
+        if restored:
+            mask, level = restored["mask"], restored["level"]
+        else:
+            mask = self._prune(0.0, current=None)
+            level = LevelState(round=None, target=self.spec.sparsity)
+        self._fine_tune(mask, level, restored, gmp=schedule)
+
+    def _run_imp(self, restored: Optional[dict]) -> None:
+        """LTH: round k prunes 20% of the remaining weights of round k-1's trained model by global
+        magnitude, rewinds the survivors to the pre-fine-tuning weights (pretrained encoder + the
+        seed's head init) and fine-tunes again with a fresh optimizer and LR schedule."""
+        rewind = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        rate = float(self.spec.tunables["rate"])
+        if restored:
+            mask, level = restored["mask"], restored["level"]
+            first_round = level.round
+        else:
+            self._load_start_weights()
+            mask, level, first_round = None, None, 1
+        for k in range(first_round, len(self.spec.levels) + 1):
+            if level is None or level.round != k:
+                target = imp_sparsity(k, rate)
+                mask = self._prune(target, current=mask, zero=False)
+                self.model.load_state_dict(rewind)
+                mask.apply(self.model)
+                level = LevelState(round=k, target=round(target, 6))
+                restored = None
+            self._fine_tune(mask, level, restored)
+            restored, level = None, None
+
+    # ------------------------------------------------------------------ pieces
+    def _load_start_weights(self) -> None:
+        if self.method.start != "dense":
+            return
+        if not self.cache.has(self.dense_key):
+            raise RuntimeError(
+                f"dense checkpoint {self.dense_key} is missing from {self.cache.root}: "
+                "the dense baseline of this seed did not finish")
+        self.model.load_state_dict(self.cache.load_state(self.dense_key, map_location=self.device))
+
+    def _prune(self, sparsity: float, current: Optional[Mask], zero: bool = True) -> Mask:
+        rules = self.spec.prunable or {}
+        kwargs = dict(scope=self.method.scope, include=rules.get("include") or None,
+                      exclude=rules.get("exclude") or None, current=current, seed=self.spec.seed)
+        if zero:
+            return prune(self.model, self.method.criterion, sparsity, **kwargs)
+        return compute_mask(self.model, self.method.criterion, sparsity, **kwargs)
+
+    def _fine_tune(self, mask: Optional[Mask], level: LevelState, restored: Optional[dict],
+                   gmp: Optional[GMPSchedule] = None) -> None:
+        train = self.spec.train
+        self.model.train()
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr,
+                                      betas=(train.adam_beta1, train.adam_beta2),
+                                      eps=train.adam_eps, weight_decay=train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(train))
+        enforcer = MaskEnforcer(self.model, mask, optimizer) if mask is not None else None
+        if restored:
+            optimizer.load_state_dict(restored["optimizer"])
+            scheduler.load_state_dict(restored["scheduler"])
+        batches = self.runtime.train_batches(self.spec.seed * 7919 + (level.round or 0))
+        for _ in range(level.step):  # keep the data order identical after a resume
+            next(batches)
+        running_loss, running_n = 0.0, 0
+        while level.step < train.max_steps:
+            loss = self.runtime.loss(self.model, next(batches))
+            if not torch.isfinite(loss):
+                self._report_eval(level, mask, math.nan, diverged=True)
+                return
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            level.step += 1
+            if enforcer is not None:
+                enforcer.apply()
+            if gmp is not None and gmp.is_update_step(level.step):
+                mask = self._prune(gmp.target(level.step), current=mask)
+                enforcer.update(mask)
+            running_loss += loss.item()
+            running_n += 1
+            if level.step % train.eval_every == 0 or level.step == train.max_steps:
+                self._report_eval(level, mask, running_loss / running_n, gmp=gmp,
+                                  optimizer=optimizer, scheduler=scheduler)
+                running_loss, running_n = 0.0, 0
+
+    def _report_eval(self, level: LevelState, mask: Optional[Mask], train_loss: float, *,
+                     gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None,
+                     diverged: bool = False) -> None:
+        train = self.spec.train
+        scores = {self.metric: float("nan"), "loss": float("nan")} if diverged \
+            else self.runtime.evaluate(self.model)
+        at_target = gmp is None or level.step >= gmp.end_step
+        if at_target and not diverged:
+            level.best = max(level.best, scores[self.metric])
+        sparsity = mask.sparsity() if mask is not None else 0.0
+        sparsity_all = mask.sparsity_over(self.model) if mask is not None else 0.0
+        row = {"step": level.step, self.metric: scores[self.metric], "loss": scores["loss"],
+               "train_loss": train_loss, "sparsity": sparsity, "sparsity_all": sparsity_all,
+               "round": level.round, "level": level.target}
+        level.history.append(row)
+        done = diverged or level.step >= train.max_steps
+        metrics = dict(row, best=level.best if level.best > float("-inf") else scores[self.metric],
+                       level_done=done, diverged=diverged, metric_name=self.metric,
+                       dense_key=self.dense_key, global_step=self._global_step(level))
+        if done and mask is not None:
+            metrics["layerwise_csv"] = mask.layerwise_csv()
+        checkpoint = None
+        if not done and optimizer is not None and self._checkpoint_due():
+            checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler)
+        self.reporter.report(metrics, checkpoint_dir=checkpoint)
+        if checkpoint:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+    def _global_step(self, level: LevelState) -> int:
+        return ((level.round or 1) - 1) * self.spec.train.max_steps + level.step
+
+    def _report_cached_dense(self) -> None:
+        meta = self.cache.meta(self.dense_key)
+        for row in meta["history"]:
+            done = row is meta["history"][-1]
+            self.reporter.report(dict(row, best=meta["best"], level_done=done, diverged=False,
+                                      metric_name=meta["metric"], dense_key=self.dense_key,
+                                      global_step=row["step"], cached=True))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_due(self) -> bool:
+        every = self.spec.train.checkpoint_every_s
+        if time.monotonic() - self._last_checkpoint >= every:
+            self._last_checkpoint = time.monotonic()
+            return True
+        return False
+
+    def _write_checkpoint(self, level, mask, optimizer, scheduler) -> str:
+        directory = tempfile.mkdtemp(prefix="smctune-ckpt-")
+        torch.save({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "level": dataclasses.asdict(level),
+                    "rng": torch.get_rng_state()}, Path(directory) / "state.pt")
+        if mask is not None:
+            mask.save(Path(directory) / "mask.pt")
+        return directory
+
+    def _restore(self) -> Optional[dict]:
+        directory = self.reporter.restore()
+        if not directory or not (Path(directory) / "state.pt").is_file():
+            return None
+        state = torch.load(Path(directory) / "state.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        torch.set_rng_state(state["rng"])
+        mask_file = Path(directory) / "mask.pt"
+        mask = Mask.load(mask_file, map_location=self.device) if mask_file.is_file() else None
+        return {"level": LevelState(**state["level"]), "mask": mask,
+                "optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+
+
+_RUNTIMES: dict = {}
+
+
+def _runtime_for(task, spec: TrialSpec, device: str):
+    """With ``reuse_actors`` one worker runs many trials of the same task and preset: tokenizing the
+    data once per worker instead of once per trial saves seconds per trial. The runtime holds no
+    per-trial state (models come from ``new_model()``), so sharing it is safe."""
+    key = (spec.task, spec.preset, repr(spec.model), repr(spec.train), spec.data_dir, device)
+    if key not in _RUNTIMES:
+        _RUNTIMES.clear()
+        _RUNTIMES[key] = task.build(preset=spec.preset, model=spec.model, train=spec.train,
+                                    data_dir=spec.data_dir, device=device)
+    return _RUNTIMES[key]
+
+
+def _linear_warmup_decay(train: TrainSettings):
+    """fairseq's polynomial_decay with power 1: linear warmup, then linear decay to 0 at max_steps."""
+    warmup, total = max(0, train.warmup_steps), max(1, train.max_steps)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover - numpy comes with torch
+        pass
+
+
+def run_trial(spec: TrialSpec, reporter: Reporter, device: Optional[str] = None) -> None:
+    Trial(spec, reporter, device).run()
+
+
+def set_threads(cpus: float) -> None:
+    """Each trial uses its CPU share and no more, so concurrent trials do not oversubscribe cores."""
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -253,7 +253,10 @@ def cmd_sweep(args) -> int:
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     finally:
         _shutdown_ray()
-    return _print_report(spec.run_dir, metric="best", tolerance=0.01)
+    paths = _print_report(spec.run_dir, metric="best", tolerance=0.01)
+    tracker.log_sweep_report(spec.name, [paths.results_json, paths.curves_png, run_dir / "sweep.json"],
+                             paths.table)
+    return 0
 
 
 def _record_spec(run_dir: Path, spec) -> None:
@@ -280,14 +283,14 @@ def _shutdown_ray() -> None:
             ray.shutdown()
 
 
-def _print_report(run_dir: str, metric: str, tolerance: float) -> int:
+def _print_report(run_dir: str, metric: str, tolerance: float):
     from .report import write_report
 
     paths = write_report(run_dir, metric=metric, tolerance=tolerance)
     print()
     print(paths.table)
     print(f"\nresults: {paths.results_json}\ncurves:  {paths.curves_png}")
-    return 0
+    return paths
 
 
 def cmd_report(args) -> int:
@@ -299,7 +302,8 @@ def cmd_report(args) -> int:
         raise UserError(f"no run directory '{args.run}' (looked in . and {args.storage}/)")
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance}")
-    return _print_report(str(run.resolve()), metric=args.metric, tolerance=args.tolerance)
+    _print_report(str(run.resolve()), metric=args.metric, tolerance=args.tolerance)
+    return 0
 
 
 def cmd_env(args) -> int:

@@ -26,7 +26,7 @@ class ProgressPrinter:
     def __init__(self, total: int, verbosity: int = 1, stream: Optional[TextIO] = None):
         self.total = total
         self.verbosity = verbosity
-        self.stream = stream or sys.stdout
+        self.stream = stream  # None = sys.stdout at print time (the Tuner pickles its callbacks)
         self.done = 0
         self.specs: dict[str, TrialSpec] = {}
         self.started_at: dict[str, float] = {}
@@ -34,7 +34,7 @@ class ProgressPrinter:
 
     def _line(self, text: str, level: int = 1) -> None:
         if self.verbosity >= level:
-            print(text, file=self.stream, flush=True)
+            print(text, file=self.stream or sys.stdout, flush=True)
 
     def _count(self) -> str:
         width = len(str(self.total))

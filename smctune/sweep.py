@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Iterable, Optional
@@ -40,8 +39,10 @@ RAY_QUIET_ENV = {
 
 def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
     """IMP rounds needed to reach the top of the grid: sparsity 1-(1-rate)^k for k = 1..K."""
-    top = max(grid)
-    rounds = max(1, math.ceil(math.log(1 - top) / math.log(1 - rate) - 1e-9))
+    top = max(grid) - 1e-6  # grid values are rounded to 6 digits
+    rounds = 1
+    while 1 - (1 - rate) ** rounds < top:
+        rounds += 1
     return tuple(round(1 - (1 - rate) ** k, 6) for k in range(1, rounds + 1))
 
 
@@ -158,10 +159,17 @@ def _event_bridge(listener, specs: dict):
 
 
 def _one_line_error(trial) -> str:
+    """The last line of the trial's traceback (``Type: message``). Ray writes the error file on the
+    driver's local trial dir before calling back; storage may not have it yet."""
+    text = ""
     try:
-        text = trial.get_error() or ""
+        local = trial.error_file
+        if local and Path(local).is_file():
+            text = Path(local).read_text()
+        else:
+            text = trial.get_error() or ""
     except Exception:  # noqa: BLE001 - the error file may be gone; the status still matters
-        text = ""
+        pass
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[-1][:300] if lines else "trial failed (no error text)"
 

@@ -103,6 +103,20 @@ class MLflowTracker:
             self.client.set_tag(run_id, "error", error[:500])
         self.client.set_terminated(run_id, {"ok": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
 
+    def log_sweep_report(self, name: str, files: list, table: str) -> None:
+        """The sweep's own run (tag ``kind=sweep``): the report table and files as artifacts, so the
+        MLflow experiment alone holds the answer, not only the per-trial runs."""
+        run = self.client.create_run(self.experiment_id, run_name=f"{name} (report)",
+                                     tags=dict(self.sweep_tags, kind="sweep"))
+        run_id = run.info.run_id
+        try:
+            self.client.log_text(run_id, table, "report/table.txt")
+            for path in files:
+                if Path(path).is_file():
+                    self.client.log_artifact(run_id, str(path), "report")
+        finally:
+            self.client.set_terminated(run_id, "FINISHED")
+
     def close_open_runs(self) -> None:
         for trial_id in list(self.runs):
             self.finished(trial_id, "killed", "sweep interrupted before the trial ended")

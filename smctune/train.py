@@ -95,6 +95,9 @@ class Trial:
         self.runtime = _runtime_for(self.task, self.spec, self.device)
         torch.manual_seed(self.spec.seed)
         self.model = self.runtime.new_model().to(self.device)
+        # LTH rewinds to the pre-fine-tuning weights; capture them before a restore overwrites them
+        self.rewind_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                             if self.method.schedule == "imp" else None)
         restored = self._restore()
         schedule = {"none": self._run_dense, "oneshot": self._run_oneshot,
                     "gmp": self._run_gmp, "imp": self._run_imp}[self.method.schedule]
@@ -139,7 +142,6 @@ class Trial:
         """LTH: round k prunes 20% of the remaining weights of round k-1's trained model by global
         magnitude, rewinds the survivors to the pre-fine-tuning weights (pretrained encoder + the
         seed's head init) and fine-tunes again with a fresh optimizer and LR schedule."""
-        rewind = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         rate = float(self.spec.tunables["rate"])
         if restored:
             mask, level = restored["mask"], restored["level"]
@@ -151,7 +153,7 @@ class Trial:
             if level is None or level.round != k:
                 target = imp_sparsity(k, rate)
                 mask = self._prune(target, current=mask, zero=False)
-                self.model.load_state_dict(rewind)
+                self.model.load_state_dict(self.rewind_state)
                 mask.apply(self.model)
                 level = LevelState(round=k, target=round(target, 6))
                 restored = None

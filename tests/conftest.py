@@ -1,0 +1,27 @@
+"""Shared test setup: offline, quiet, and one Ray instance for the whole session (Ray start-up costs
+seconds; sharing it keeps the suite fast)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    from smctune.sweep import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()

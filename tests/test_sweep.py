@@ -1,0 +1,121 @@
+"""Real Ray Tune sweeps of smoke trials: MLflow runs, dense cache reuse, rerun skipping, failures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smctune import registry
+from smctune.config import SweepSpec, load_search_space
+from smctune.progress import ProgressPrinter
+from smctune.sweep import lth_levels, plan_trials, run_sweep
+from smctune.tracking import MLflowTracker, default_tracking_uri
+
+FAST_SPACE = """
+task: csqa
+methods:
+  gmp: {frequency: 2, start_fraction: 0.25, end_fraction: 0.75}
+presets:
+  smoke:
+    model: {source: config, name: tiny-bert, config: {hidden_size: 32, num_hidden_layers: 1,
+            num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}
+    train: {max_steps: 8, eval_every: 4, batch_size: 4, lr: 1.0e-3, max_length: 40,
+            train_limit: 64, eval_limit: 40, checkpoint_every_s: 0}
+    resources: {cpu: 1}
+"""
+
+
+def _sweep(tmp_path: Path, name: str, methods, sparsities, space_text=FAST_SPACE, max_failures=0):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(space_text)
+    space = load_search_space("csqa", str(space_file))
+    run_dir = tmp_path / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = SweepSpec(task="csqa", methods=tuple(methods), sparsities=tuple(sparsities), seeds=(0,),
+                     preset="smoke", preset_reason="test", name=name, run_dir=str(run_dir),
+                     mlflow_uri=default_tracking_uri(run_dir), max_failures=max_failures,
+                     search_space_file=str(space_file), verbosity=0)
+    (run_dir / "sweep.json").write_text(spec.to_json())
+    trials = plan_trials(spec, space)
+    tracker = MLflowTracker(spec.mlflow_uri, f"smctune/{name}", str(run_dir), {"sweep": name, "git_sha": "test"})
+    outcome = run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+    records = {p.stem: json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")}
+    return spec, outcome, records
+
+
+def _runs(spec: SweepSpec):
+    import mlflow
+
+    mlflow.set_tracking_uri(spec.mlflow_uri)
+    return mlflow.search_runs(experiment_names=[f"smctune/{spec.name}"])
+
+
+def test_sweep_records_mlflow_runs_and_reuses_the_dense_checkpoint(tmp_path, ray_session):
+    spec, outcome, records = _sweep(tmp_path, "main", ["dense", "omp_after", "lth"], [0.2, 0.36])
+    assert outcome.trials_run == 4  # dense, omp_after x 2, one LTH trial with 2 rounds
+    assert {r["status"] for r in records.values()} == {"ok"}
+
+    runs = _runs(spec)
+    assert len(runs) == 4
+    assert set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["tags.method"]) == ["dense", "lth", "omp_after", "omp_after"]
+    assert set(runs["tags.preset"]) == {"smoke"} and set(runs["tags.git_sha"]) == {"test"}
+    assert runs["metrics.accuracy"].between(0, 1).all()
+
+    # the dense model was trained once, and every "after" trial started from that very checkpoint
+    cache = Path(spec.run_dir).parent / "dense_cache"
+    entries = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1
+    key = entries[0].name
+    dense = records["dense-dense-seed0"]
+    assert dense["cached"] is False and dense["dense_key"] == key
+    for trial_id, record in records.items():
+        assert record["dense_key"] == key, trial_id
+    meta = json.loads((entries[0] / "meta.json").read_text())
+    assert meta["final"] == dense["levels"][0]["final"]
+
+    # LTH: one trial, one level per IMP round, exact sparsities of the 20% ladder
+    lth = records["lth-to0.3600-seed0"]
+    assert [lv["round"] for lv in lth["levels"]] == [1, 2]
+    assert [lv["sparsity"] for lv in lth["levels"]] == [0.2, 0.36]
+    for level in lth["levels"]:
+        assert abs(level["achieved_sparsity"] - level["sparsity"]) < 1e-6
+    after = records["omp_after-s0.3600-seed0"]
+    assert abs(after["levels"][0]["achieved_sparsity"] - 0.36) < 1e-6
+    assert after["levels"][0]["achieved_sparsity_all"] < 0.36  # biases/LayerNorm stay dense
+
+    # the same sweep again: every finished trial is skipped
+    _, again, _ = _sweep(tmp_path, "main", ["dense", "omp_after", "lth"], [0.2, 0.36])
+    assert again.trials_run == 0 and again.trials_skipped == 4
+
+    # a new sweep with the same dense settings takes the cached dense model instead of training it
+    spec2, _, records2 = _sweep(tmp_path, "second", ["dense"], [0.2])
+    assert records2["dense-dense-seed0"]["cached"] is True
+    assert records2["dense-dense-seed0"]["levels"][0]["final"] == dense["levels"][0]["final"]
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_failed_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path, ray_session):
+    broken = FAST_SPACE.replace("start_fraction: 0.25, end_fraction: 0.75", "start_fraction: 0.9, end_fraction: 0.5")
+    spec, outcome, records = _sweep(tmp_path, "broken", ["dense", "gmp"], [0.5], space_text=broken)
+    assert records["dense-dense-seed0"]["status"] == "ok"
+    failed = records["gmp-s0.5000-seed0"]
+    assert failed["status"] == "failed"
+    assert "start_fraction" in failed["error"]
+    runs = _runs(spec).set_index("tags.method")
+    assert runs.loc["gmp", "status"] == "FAILED"
+    assert runs.loc["dense", "status"] == "FINISHED"
+
+
+def test_plan_counts_and_lth_ladder():
+    space = load_search_space("csqa")
+    assert lth_levels(space.sparsities, 0.2) == space.sparsities  # the paper's grid is the LTH ladder
+    assert lth_levels([0.5], 0.2) == (0.2, 0.36, 0.488, 0.5904)
+    spec = SweepSpec(task="csqa", methods=registry.parse_methods("all"), sparsities=space.sparsities,
+                     seeds=(0, 1), preset="smoke", preset_reason="test", name="x", run_dir="/tmp/x",
+                     mlflow_uri="sqlite:////tmp/x.db")
+    trials = plan_trials(spec, space)
+    per_seed = 1 + 5 * len(space.sparsities) + 1
+    assert len(trials) == 2 * per_seed
+    assert len({t.trial_id for t in trials}) == len(trials)

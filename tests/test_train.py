@@ -1,0 +1,99 @@
+"""The training loop without Ray: methods' sparsity, resume from a checkpoint, the dense cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smctune import registry
+from smctune.config import TrialSpec, load_search_space
+from smctune.pruning import num_pruned, select_prunable
+from smctune.train import CallbackReporter, Trial
+
+from test_sweep import FAST_SPACE
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "space.yaml"
+    path.write_text(FAST_SPACE)
+    return load_search_space("csqa", str(path))
+
+
+def _spec(space, method, sparsity, cache_root, levels=()):
+    preset = space.preset("smoke")
+    return TrialSpec(task="csqa", method=method, sparsity=sparsity, seed=0, preset="smoke",
+                     model=preset.model, train=preset.train,
+                     tunables=space.tunables(method, "smoke", registry.method_spec(method).tunables),
+                     prunable={"include": [], "exclude": []}, data_dir=None, cache_root=str(cache_root),
+                     levels=levels)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfterFirstReport(CallbackReporter):
+    def report(self, metrics, checkpoint_dir=None):
+        super().report(metrics, checkpoint_dir)
+        raise _Crash()
+
+
+@pytest.mark.parametrize("method", ["gmp", "omp_before"])
+def test_resumed_trial_ends_exactly_where_an_uninterrupted_one_does(space, tmp_path, method):
+    spec = _spec(space, method, 0.5, tmp_path)
+    whole = CallbackReporter()
+    Trial(spec, whole, device="cpu").run()
+
+    crashed = _CrashAfterFirstReport(keep_checkpoints=True)
+    with pytest.raises(_Crash):
+        Trial(spec, crashed, device="cpu").run()
+    assert crashed.checkpoints, "the first evaluation must leave a checkpoint (checkpoint_every_s: 0)"
+
+    resumed = CallbackReporter(checkpoints=list(crashed.checkpoints))
+    trial = Trial(spec, resumed, device="cpu")
+    trial.run()
+    assert resumed.reports[0]["step"] == whole.reports[1]["step"]  # continued, did not restart
+    for key in ("accuracy", "loss", "train_loss", "sparsity"):
+        assert resumed.reports[-1][key] == whole.reports[-1][key], key
+
+
+def test_oneshot_trial_keeps_exactly_the_pruned_count_zero_through_training(space, tmp_path):
+    reporter = CallbackReporter()
+    trial = Trial(_spec(space, "omp_before", 0.36, tmp_path), reporter, device="cpu")
+    trial.run()
+    params = select_prunable(trial.model)
+    total = sum(p.param.numel() for p in params)
+    zeros = sum(int((p.param == 0).sum()) for p in params)
+    assert zeros >= num_pruned(total, 0.36)
+    assert reporter.reports[-1]["sparsity"] == pytest.approx(num_pruned(total, 0.36) / total, abs=0)
+
+
+def test_after_method_without_dense_checkpoint_fails_clearly(space, tmp_path):
+    with pytest.raises(RuntimeError, match="dense checkpoint .* is missing"):
+        Trial(_spec(space, "omp_after", 0.2, tmp_path), CallbackReporter(), device="cpu").run()
+
+
+def test_gmp_reaches_exactly_the_target_sparsity(space, tmp_path):
+    reporter = CallbackReporter()
+    Trial(_spec(space, "gmp", 0.488, tmp_path), reporter, device="cpu").run()
+    sparsities = [r["sparsity"] for r in reporter.reports]
+    assert sparsities == sorted(sparsities)
+    assert reporter.reports[-1]["sparsity"] == pytest.approx(0.488, abs=1e-5)
+
+
+def test_resumed_lth_rewinds_to_the_pre_fine_tuning_weights(space, tmp_path):
+    """A retried LTH trial must rewind later rounds to the starting weights, not to the checkpoint."""
+    Trial(_spec(space, "dense", None, tmp_path), CallbackReporter(), device="cpu").run()
+    spec = _spec(space, "lth", 0.36, tmp_path, levels=(0.2, 0.36))
+    whole = CallbackReporter()
+    Trial(spec, whole, device="cpu").run()
+    assert [r["round"] for r in whole.reports if r["level_done"]] == [1, 2]
+
+    crashed = _CrashAfterFirstReport(keep_checkpoints=True)
+    with pytest.raises(_Crash):
+        Trial(spec, crashed, device="cpu").run()
+    resumed = CallbackReporter(checkpoints=list(crashed.checkpoints))
+    Trial(spec, resumed, device="cpu").run()
+    assert len(resumed.reports) == len(whole.reports) - 1
+    for key in ("accuracy", "loss", "train_loss", "sparsity"):
+        assert resumed.reports[-1][key] == whole.reports[-1][key], key

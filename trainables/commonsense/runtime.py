@@ -1,0 +1,72 @@
+"""The per-trial CSQA runtime: model factory, seeded batch stream, loss and evaluation.
+
+Everything expensive (tokenization, reading the pretrained weights) happens once in the constructor;
+``new_model`` only copies cached tensors, because pruning methods such as LTH rebuild the model many
+times per trial.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from smctune.config import TrainSettings
+
+from .features import Encoded
+from .modeling import MultipleChoiceModel
+
+
+class CSQARuntime:
+    """Implements ``smctune.task.TaskRuntime`` for 5-way multiple choice."""
+
+    def __init__(self, *, encoder: Any, train_set: Encoded, dev_set: Encoded,
+                 train: TrainSettings, device: str) -> None:
+        # The starting encoder is kept on the CPU in memory as the template every new model copies.
+        self._encoder = encoder.to("cpu").train()
+        self.train_set = train_set
+        self.dev_set = dev_set
+        self.settings = train
+        self.device = device
+
+    def new_model(self) -> MultipleChoiceModel:
+        """Copy of the cached starting encoder plus a head drawn from the global torch RNG."""
+        model = MultipleChoiceModel(copy.deepcopy(self._encoder), self.settings.dropout)
+        return model.to(self.device).train()
+
+    def train_batches(self, seed: int) -> Iterator[dict]:
+        """Endless epochs; epoch ``e`` is the permutation seeded ``seed * 1000 + e``. The incomplete
+        last batch of an epoch is dropped so every step sees ``batch_size`` questions."""
+        size, total = self.settings.batch_size, len(self.train_set)
+        epoch = 0
+        while True:
+            order = torch.randperm(total, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            for start in range(0, total - size + 1, size):
+                yield self.train_set.select(order[start:start + size], self.device)
+            epoch += 1
+
+    @staticmethod
+    def _logits(model: Any, batch: dict) -> torch.Tensor:
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+    def loss(self, model: Any, batch: dict) -> torch.Tensor:
+        """Softmax cross-entropy over the 5 choice scores (fairseq's ``sentence_ranking``)."""
+        return F.cross_entropy(self._logits(model, batch), batch["labels"])
+
+    def evaluate(self, model: Any) -> dict:
+        """Accuracy and mean loss on the dev split; the model's train/eval mode is restored."""
+        was_training = model.training
+        model.eval()
+        correct, loss_sum = 0, 0.0
+        size, total = self.settings.eval_batch_size, len(self.dev_set)
+        try:
+            with torch.no_grad():
+                for start in range(0, total, size):
+                    batch = self.dev_set.select(slice(start, start + size), self.device)
+                    logits = self._logits(model, batch)
+                    loss_sum += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
+                    correct += int((logits.argmax(-1) == batch["labels"]).sum())
+        finally:
+            model.train(was_training)
+        return {"accuracy": correct / total, "loss": loss_sum / total}

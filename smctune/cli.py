@@ -148,6 +148,9 @@ def _resolve(args, *, for_plan: bool):
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if data_dir and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
+    if "://" in args.storage:
+        raise UserError(f"--storage {args.storage}: object-store URIs are not supported yet; use a "
+                        "directory every node mounts at the same path (local disk, NFS or EFS)")
     storage = Path(args.storage).expanduser().resolve()
     name = args.name or f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in ("", ".", ".."):

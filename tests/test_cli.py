@@ -141,3 +141,8 @@ def test_plan_lists_stages_and_counts():
     # dense + 5 one-trial-per-level methods x 8 levels + 1 LTH trial
     assert "42 trials" in out.stdout
     assert "stage 2" in out.stdout and "lth" in out.stdout
+
+
+def test_object_store_storage_is_refused_with_the_alternative(tmp_path):
+    _assert_user_error(smctune("sweep", "csqa", "--preset", "smoke", "--storage", "s3://bucket/runs"),
+                       "object-store URIs are not supported", "NFS")

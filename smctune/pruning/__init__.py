@@ -1,0 +1,22 @@
+"""smctune's pruning library: torch only, usable from any PyTorch training loop.
+
+    params = select_prunable(model, exclude=[r"classifier"])
+    mask = prune(model, "magnitude", 0.9)                 # one-shot global magnitude, exact count
+    enforcer = MaskEnforcer(model, mask, optimizer)
+    ...  optimizer.step(); enforcer.apply()               # after every optimizer step
+
+GMP: ``GMPSchedule`` + ``compute_mask(..., current=enforcer.mask)`` + ``enforcer.update``.
+IMP: ``imp_sparsity(round)`` with ``current=`` the previous round's mask.
+"""
+from .core import SCOPES, compute_mask, prune
+from .criteria import CRITERIA, register_criterion, weight_update
+from .enforce import MaskEnforcer
+from .mask import LayerStat, Mask
+from .schedules import GMPSchedule, gmp_sparsity, imp_sparsity
+from .select import PrunableParam, num_pruned, select_prunable, unique_parameters
+
+__all__ = [
+    "Mask", "LayerStat", "PrunableParam", "select_prunable", "num_pruned", "compute_mask", "prune",
+    "MaskEnforcer", "gmp_sparsity", "GMPSchedule", "imp_sparsity", "CRITERIA",
+    "SCOPES", "register_criterion", "weight_update", "unique_parameters",
+]

@@ -1,0 +1,84 @@
+"""Sparsity schedules: gradual magnitude pruning (Zhu & Gupta cubic) and the IMP/LTH ladder."""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+
+def _real(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UserError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _check_gmp(final, start_step, end_step, initial) -> None:
+    final, initial = _real(final, "final sparsity"), _real(initial, "initial sparsity")
+    if not 0 <= final < 1:
+        raise UserError(f"final sparsity must be in [0, 1), got {final!r}")
+    if not 0 <= initial <= final:
+        raise UserError(f"initial sparsity must be in [0, final={final}], got {initial!r}")
+    if _int(start_step, "start_step") >= _int(end_step, "end_step"):
+        raise UserError(f"GMP start_step ({start_step}) must be < end_step ({end_step})")
+
+
+def gmp_sparsity(step: int, *, final: float, start_step: int, end_step: int,
+                 initial: float = 0.0) -> float:
+    """Zhu & Gupta cubic schedule: ``initial`` up to ``start_step``, exactly ``final`` from
+    ``end_step`` on, ``final + (initial - final) * (1 - progress) ** 3`` in between."""
+    _check_gmp(final, start_step, end_step, initial)
+    if step <= start_step:
+        return float(initial)
+    if step >= end_step:
+        return float(final)
+    progress = (step - start_step) / (end_step - start_step)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+@dataclass(frozen=True)
+class GMPSchedule:
+    """When GMP prunes (every ``frequency`` optimizer steps in [start_step, end_step), and always
+    at ``end_step`` so the final sparsity is reached exactly) and to which sparsity."""
+
+    final: float
+    start_step: int
+    end_step: int
+    frequency: int
+    initial: float = 0.0
+
+    def __post_init__(self):
+        _check_gmp(self.final, self.start_step, self.end_step, self.initial)
+        if _int(self.frequency, "GMP frequency") < 1:
+            raise UserError(f"GMP frequency must be >= 1, got {self.frequency!r}")
+
+    def is_update_step(self, step: int) -> bool:
+        if step == self.end_step:
+            return True
+        return self.start_step <= step < self.end_step and (step - self.start_step) % self.frequency == 0
+
+    def target(self, step: int) -> float:
+        return gmp_sparsity(step, final=self.final, start_step=self.start_step,
+                            end_step=self.end_step, initial=self.initial)
+
+    def update_steps(self) -> list[int]:
+        return [*range(self.start_step, self.end_step, self.frequency), self.end_step]
+
+
+def imp_sparsity(round: int, rate: float = 0.2) -> float:
+    """Sparsity after ``round`` IMP rounds pruning ``rate`` of the remaining weights each:
+    ``1 - (1 - rate) ** round``."""
+    round = _int(round, "IMP round")
+    rate = _real(rate, "IMP rate")
+    if round < 0:
+        raise UserError(f"IMP round must be >= 0, got {round}")
+    if not 0 < rate < 1:
+        raise UserError(f"IMP rate must be in (0, 1), got {rate!r}")
+    return 1 - (1 - rate) ** round

@@ -1,0 +1,240 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from smctune.errors import UserError
+from smctune.pruning import (CRITERIA, Mask, compute_mask, imp_sparsity, num_pruned, prune,
+                             select_prunable)
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+SPARSITIES = [0.0, 0.1, 0.2, 0.36, 0.5, 0.6666, 0.893, 0.95, 0.999]
+
+
+def integer_model(seed=0):
+    """Linear stack whose weights are small integers: lots of exactly tied |w|."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(7, 13), nn.ReLU(), nn.Linear(13, 11), nn.ReLU(), nn.Linear(11, 3))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randint(-3, 4, p.shape, generator=g).float())
+    return model
+
+
+def oracle_pruned(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Reference: stable sort => equal scores ordered by index; the first k are pruned."""
+    order = torch.sort(scores, stable=True).indices
+    pruned = torch.zeros(scores.numel(), dtype=torch.bool)
+    pruned[order[:k]] = True
+    return pruned
+
+
+def flat_kept(mask, model):
+    return torch.cat([mask[p.name].reshape(-1) for p in select_prunable(model)])
+
+
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+def test_global_exact_count_and_tie_rule(sparsity):
+    model = integer_model()
+    mask = compute_mask(model, "magnitude", sparsity)
+    weights = [p.param.detach().reshape(-1) for p in select_prunable(model)]
+    scores = torch.cat(weights).abs()
+    n = scores.numel()
+    pruned, total = mask.counts()
+    assert total == n and pruned == num_pruned(n, sparsity)
+    assert int((~flat_kept(mask, model)).sum()) == num_pruned(n, sparsity)
+    assert torch.equal(~flat_kept(mask, model), oracle_pruned(scores, num_pruned(n, sparsity)))
+
+
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+def test_layerwise_exact_count_and_tie_rule(sparsity):
+    model = integer_model(1)
+    mask = compute_mask(model, "magnitude", sparsity, scope="layerwise")
+    for p in select_prunable(model):
+        kept = mask[p.name]
+        assert kept.dtype == torch.bool and kept.shape == p.param.shape
+        k = num_pruned(p.numel, sparsity)
+        assert int((~kept).sum()) == k
+        assert torch.equal(~kept.reshape(-1), oracle_pruned(p.param.detach().abs().reshape(-1), k))
+
+
+def test_tie_rule_prunes_lower_flat_index_first():
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].weight.fill_(1.0)
+    mask = compute_mask(model, "magnitude", 0.375)     # 8 * 0.375 = 3 pruned, all tied
+    assert mask["0.weight"].tolist() == [[False, False], [False, True]]
+    assert mask["1.weight"].all()
+
+
+def test_global_allocation_follows_scale():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
+    with torch.no_grad():
+        model[1].weight.mul_(10)
+    glob = {s.name: s.sparsity for s in compute_mask(model, "magnitude", 0.5).layerwise()}
+    assert glob["0.weight"] > 0.7 and glob["1.weight"] < 0.3
+    layer = {s.name: s.sparsity for s in compute_mask(model, "magnitude", 0.5, scope="layerwise").layerwise()}
+    assert layer == {"0.weight": 0.5, "1.weight": 0.5}
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_random_exact_count_and_seeding(scope):
+    model = integer_model()
+    for sparsity in (0.2, 0.5, 0.9):
+        a = compute_mask(model, "random", sparsity, scope=scope, seed=3)
+        if scope == "layerwise":
+            for p in select_prunable(model):
+                assert int((~a[p.name]).sum()) == num_pruned(p.numel, sparsity)
+        else:
+            assert a.counts()[0] == num_pruned(a.counts()[1], sparsity)
+        assert a == compute_mask(model, "random", sparsity, scope=scope, seed=3)
+        assert a != compute_mask(model, "random", sparsity, scope=scope, seed=4)
+    # random ignores the weights: the integer ties do not shape the mask like magnitude would
+    assert compute_mask(model, "random", 0.5, seed=0) != compute_mask(model, "magnitude", 0.5)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_current_keeps_pruned_positions_pruned(scope):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 8))
+    g = torch.Generator().manual_seed(1)
+    params = select_prunable(model)
+    mask = Mask.ones(params)
+    for rnd in range(1, 6):
+        target = imp_sparsity(rnd)
+        new = prune(model, "magnitude", target, scope=scope, current=mask)
+        for p in params:
+            assert not (new[p.name] & ~mask[p.name]).any(), "a pruned weight was revived"
+            if scope == "layerwise":
+                assert int((~new[p.name]).sum()) == num_pruned(p.numel, target)
+        if scope == "global":
+            assert new.counts()[0] == num_pruned(new.counts()[1], target)
+        # "retrain": pruned weights come back with LARGE values; only `current` keeps them pruned
+        with torch.no_grad():
+            for p in params:
+                big = 100 + torch.rand(p.param.shape, generator=g)
+                p.param.copy_(torch.where(new[p.name], p.param, big))
+        without = compute_mask(model, "magnitude", imp_sparsity(rnd + 1), scope=scope)
+        assert any((without[p.name] & ~new[p.name]).any() for p in params)  # control: would revive
+        mask = new
+
+
+def test_current_above_target_and_mismatched_current_are_errors():
+    model = integer_model()
+    high = compute_mask(model, "magnitude", 0.8)
+    with pytest.raises(UserError, match="sparsity may only increase"):
+        compute_mask(model, "magnitude", 0.5, current=high)
+    assert compute_mask(model, "magnitude", 0.8, current=high) == high
+    with pytest.raises(UserError, match="current mask does not cover"):
+        compute_mask(model, "magnitude", 0.9, current=high, exclude=[r"^4\."])
+
+
+def test_compute_mask_has_no_side_effects():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 4))
+    model.eval()
+    model[1].train()  # mixed modes must survive too
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    modes = [m.training for m in model.modules()]
+
+    def flips_mode(params, *, model, batches, loss_fn, generator):
+        model.train()
+        return {p.name: p.param.detach().abs() for p in params}
+
+    CRITERIA["_test_flips_mode"] = flips_mode
+    try:
+        for crit in ("magnitude", "random", "_test_flips_mode"):
+            for scope in ("global", "layerwise"):
+                compute_mask(model, crit, 0.7, scope=scope)
+                compute_mask(model, crit, 0.9, scope=scope, current=compute_mask(model, crit, 0.7, scope=scope))
+    finally:
+        del CRITERIA["_test_flips_mode"]
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]) and torch.equal(p.grad, grads[n])
+    assert [m.training for m in model.modules()] == modes
+
+
+def test_prune_zeroes_and_applies_criterion_update_first():
+    model = integer_model()
+    calls = []
+
+    def score(params, *, model, batches, loss_fn, generator):
+        return {p.name: p.param.detach().abs() for p in params}
+
+    def update(params, mask, *, model, batches, loss_fn, generator):
+        calls.append(batches)
+        with torch.no_grad():
+            for p in params:
+                p.param.add_(1000.0)  # would survive only where kept
+
+    score.update = update
+    CRITERIA["_test_with_update"] = score
+    try:
+        mask = prune(model, "_test_with_update", 0.5, batches="B")
+    finally:
+        del CRITERIA["_test_with_update"]
+    assert calls == ["B"]
+    for p in select_prunable(model):
+        w, m = p.param.detach(), mask[p.name]
+        assert (w[~m] == 0).all() and (w[m] >= 997).all()
+    # plain magnitude prune: no update, exact zeros at pruned positions, kept weights untouched
+    model = integer_model()
+    before = {p.name: p.param.detach().clone() for p in select_prunable(model)}
+    mask = prune(model, "magnitude", 0.6)
+    for p in select_prunable(model):
+        m = mask[p.name]
+        assert (p.param[~m] == 0).all() and torch.equal(p.param[m], before[p.name][m])
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, math.nan, math.inf, True, "0.5", None])
+def test_bad_sparsity(bad):
+    with pytest.raises(UserError, match=r"sparsity must be a number in \[0, 1\)"):
+        compute_mask(integer_model(), "magnitude", bad)
+
+
+def test_bad_criterion_and_scope():
+    with pytest.raises(UserError, match="unknown pruning criterion 'snap'.*magnitude, random"):
+        compute_mask(integer_model(), "snap", 0.5)
+    with pytest.raises(UserError, match="unknown pruning scope 'local'.*global, layerwise"):
+        prune(integer_model(), "magnitude", 0.5, scope="local")
+
+
+def test_nan_scores_are_reported():
+    model = integer_model()
+    with torch.no_grad():
+        model[0].weight[0, 0] = math.nan
+    with pytest.raises(UserError, match="NaN"):
+        compute_mask(model, "magnitude", 0.5)
+
+
+def test_current_wins_over_minus_inf_scores():
+    """A criterion may score -inf itself; positions pruned in `current` must still go first."""
+    model = nn.Sequential(nn.Linear(4, 4, bias=False))
+
+    def minus_inf_first_row(params, *, model, batches, loss_fn, generator):
+        scores = {p.name: torch.ones(p.param.shape) for p in params}
+        scores["0.weight"][0] = -math.inf
+        return scores
+
+    current = Mask({"0.weight": torch.ones(4, 4, dtype=torch.bool)})
+    current["0.weight"][3] = False                      # last row pruned: 4 of 16 = 0.25
+    CRITERIA["_test_minus_inf"] = minus_inf_first_row
+    try:
+        for scope in ("global", "layerwise"):
+            same = compute_mask(model, "_test_minus_inf", 0.25, scope=scope, current=current)
+            assert same == current
+            more = compute_mask(model, "_test_minus_inf", 0.5, scope=scope, current=current)
+            assert (~more["0.weight"]).sum() == 8
+            assert not more["0.weight"][0].any() and not more["0.weight"][3].any()
+    finally:
+        del CRITERIA["_test_minus_inf"]

@@ -32,6 +32,9 @@ RAY_QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter honours verbose=0; the new one still prints boxes
+    # Tune's own Ctrl-C handler makes fit() return as if finished (and suggests Tuner.restore);
+    # smctune wants the KeyboardInterrupt, to mark open trials killed and stop before stage 2.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
 

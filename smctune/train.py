@@ -106,7 +106,8 @@ class Trial:
     # ------------------------------------------------------------------ schedules
     def _run_dense(self, restored: Optional[dict]) -> None:
         level = restored["level"] if restored else LevelState(round=None, target=0.0)
-        self._fine_tune(None, level, restored)
+        if not self._fine_tune(None, level, restored):
+            return  # a diverged dense model is reported, never cached for "after" methods
         meta = {"key": self.dense_key, "task": self.spec.task, "seed": self.spec.seed,
                 "preset": self.spec.preset, "metric": self.metric,
                 "final": level.history[-1][self.metric], "best": level.best,
@@ -157,7 +158,8 @@ class Trial:
                 mask.apply(self.model)
                 level = LevelState(round=k, target=round(target, 6))
                 restored = None
-            self._fine_tune(mask, level, restored)
+            if not self._fine_tune(mask, level, restored):
+                return  # diverged: later rounds would prune NaN weights
             restored, level = None, None
 
     # ------------------------------------------------------------------ pieces
@@ -179,7 +181,8 @@ class Trial:
         return compute_mask(self.model, self.method.criterion, sparsity, **kwargs)
 
     def _fine_tune(self, mask: Optional[Mask], level: LevelState, restored: Optional[dict],
-                   gmp: Optional[GMPSchedule] = None) -> None:
+                   gmp: Optional[GMPSchedule] = None) -> bool:
+        """Train ``level`` to ``max_steps``; False when the loss stopped being finite."""
         train = self.spec.train
         self.model.train()
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr,
@@ -198,7 +201,7 @@ class Trial:
             loss = self.runtime.loss(self.model, next(batches))
             if not torch.isfinite(loss):
                 self._report_eval(level, mask, math.nan, diverged=True)
-                return
+                return False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train.grad_clip > 0:
@@ -217,6 +220,7 @@ class Trial:
                 self._report_eval(level, mask, running_loss / running_n, gmp=gmp,
                                   optimizer=optimizer, scheduler=scheduler)
                 running_loss, running_n = 0.0, 0
+        return True
 
     def _report_eval(self, level: LevelState, mask: Optional[Mask], train_loss: float, *,
                      gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None,

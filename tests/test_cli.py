@@ -1,6 +1,7 @@
 """The command line: fast paths stay light, and bad input gives one line, exit code 2, no traceback."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -146,3 +147,43 @@ def test_plan_lists_stages_and_counts():
 def test_object_store_storage_is_refused_with_the_alternative(tmp_path):
     _assert_user_error(smctune("sweep", "csqa", "--preset", "smoke", "--storage", "s3://bucket/runs"),
                        "object-store URIs are not supported", "NFS")
+
+
+def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_path):
+    import signal
+
+    import mlflow
+
+    from test_sweep import FAST_SPACE
+
+    space = tmp_path / "space.yaml"
+    space.write_text(FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100"))
+    argv = ["sweep", "csqa", "--methods", "dense,omp_before", "--sparsities", "0.2,0.36,0.488",
+            "--preset", "smoke", "--search-space", str(space), "--storage", str(tmp_path / "runs"),
+            "--name", "intr"]
+    proc = subprocess.Popen([sys.executable, "-m", "smctune.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, stdin=subprocess.DEVNULL)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if " done " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen, err)
+    assert "rerun the same command" in err and "Traceback" not in err
+
+    run_dir = tmp_path / "runs" / "intr"
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["smctune/intr"])
+    assert "RUNNING" not in set(runs["status"]), runs[["tags.trial_id", "status"]]
+    assert "KILLED" in set(runs["status"]) and "FINISHED" in set(runs["status"])
+    statuses = {json.loads(p.read_text())["status"] for p in (run_dir / "results").glob("*.json")}
+    assert statuses == {"ok", "killed"}
+    finished_before = len(runs[runs["status"] == "FINISHED"])
+
+    again = smctune(*argv, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming: {finished_before} of 4 trials already finished" in again.stdout
+    records = [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]
+    assert len(records) == 4 and {r["status"] for r in records} == {"ok"}

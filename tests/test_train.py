@@ -97,3 +97,17 @@ def test_resumed_lth_rewinds_to_the_pre_fine_tuning_weights(space, tmp_path):
     assert len(resumed.reports) == len(whole.reports) - 1
     for key in ("accuracy", "loss", "train_loss", "sparsity"):
         assert resumed.reports[-1][key] == whole.reports[-1][key], key
+
+
+def test_diverged_dense_is_reported_and_never_cached(space, tmp_path):
+    import dataclasses
+
+    spec = _spec(space, "dense", None, tmp_path)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=1e12, max_steps=30,
+                                                               warmup_steps=0))
+    reporter = CallbackReporter()
+    Trial(spec, reporter, device="cpu").run()
+    last = reporter.reports[-1]
+    assert last["diverged"] is True and last["level_done"] is True
+    assert last["step"] < 30
+    assert not (tmp_path / spec.dense_key()).exists()

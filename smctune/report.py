@@ -149,7 +149,18 @@ def format_table(summary: Summary) -> str:
     if any(_short(stat, n_seeds) for stat in stats):
         out.append(f"* fewer than the sweep's {n_seeds} seed(s) are ok in this cell "
                    "(failed, killed or not reported; excluded from the mean)")
+    if dense_at_chance(summary):
+        out.append(f"! dense is at chance level ({100 * dense_mean:.1f}% vs {100 * summary.chance:.1f}%): "
+                   "the ✓/✗ marks are noise; a smoke run checks the pipeline, use --preset small or "
+                   "paper for a real answer")
     return "\n".join(out)
+
+
+def dense_at_chance(summary: Summary) -> bool:
+    """A baseline that never left chance (smoke's random-weight models) makes every comparison noise."""
+    if summary.dense is None or summary.dense.mean is None or summary.chance is None:
+        return False
+    return summary.dense.mean <= summary.chance + summary.tolerance
 
 
 # --------------------------------------------------------------------------------------------------

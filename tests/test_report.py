@@ -394,3 +394,17 @@ def test_empty_results_dir_reports_dashes(tmp_path):
     assert summary.trials_ok == 0 and summary.dense is None
     text = format_table(summary)
     assert "—" in text and "trials: 0 ok, 0 failed" in text
+
+
+def test_table_warns_when_dense_is_at_chance(tmp_path):
+    """Smoke runs train random-weight models: the table must say its marks are noise."""
+    from smctune import analysis, report
+
+    def table_for(dense_value):
+        run_dir = make_run(tmp_path / f"run{dense_value}", grid=(0.2,))
+        add_dense(run_dir, dense_value)
+        add_curve(run_dir, "omp_after", [0.19], grid=(0.2,))
+        return report.format_table(analysis.summarize(analysis.load_run(run_dir)))
+
+    assert "dense is at chance level" in table_for(0.195)
+    assert "dense is at chance level" not in table_for(0.60)

@@ -234,7 +234,6 @@ def cmd_sweep(args) -> int:
     from .sweep import plan_trials, run_sweep
     from .tracking import MLflowTracker, git_sha
 
-    _sigterm_interrupts()
     try:
         spec, space = _resolve(args, for_plan=False)
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
@@ -261,17 +260,6 @@ def cmd_sweep(args) -> int:
     tracker.log_sweep_report(spec.name, [paths.results_json, paths.curves_png, run_dir / "sweep.json"],
                              paths.table)
     return 0
-
-
-def _sigterm_interrupts() -> None:
-    """``ray job stop``, a batch scheduler or a preempted head sends SIGTERM: treat it like Ctrl-C,
-    so open trials are recorded as killed and their MLflow runs end KILLED."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _record_spec(run_dir: Path, spec) -> None:

@@ -228,6 +228,7 @@ class SweepOutcome:
 def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
               printer: ProgressPrinter, tracker) -> SweepOutcome:
     ensure_ray()
+    _sigterm_interrupts()
     from ray import tune
 
     run_dir = Path(sweep.run_dir)
@@ -279,6 +280,22 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
     finally:
         listeners.abort_open("sweep ended before the trial did")
     return SweepOutcome(str(run_dir), len(trials), len(pending), len(trials) - len(pending))
+
+
+def _sigterm_interrupts() -> None:
+    """``ray job stop``, a batch scheduler or a preempted head sends SIGTERM: treat it like Ctrl-C, so
+    open trials are recorded as killed and their MLflow runs end KILLED. Installed after ``ray.init``,
+    which sets a SIGTERM handler of its own that would exit without that bookkeeping."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _drop_without_dense(batch, cache: DenseCache, records: RecordKeeper, printer) -> list[TrialSpec]:

@@ -77,5 +77,11 @@ class ProgressPrinter:
             self._line(f"{self._count()} {status.upper():<7} {describe(spec)}: {error or 'no error text'}",
                        level=0)
 
+    def recovered(self, trial_id: str, error: str) -> None:
+        spec = self.specs.get(trial_id)
+        if spec is not None:
+            self._line(f"{self._count()} retry   {describe(spec)}: {error} (continuing from its last "
+                       "checkpoint)", level=0)
+
     def message(self, text: str, level: int = 1) -> None:
         self._line(text, level)

@@ -45,7 +45,8 @@ class RecordKeeper:
             "preset": spec.preset, "sparsity": spec.sparsity, "status": None, "error": None,
             "metric": None, "chance": self.chance, "levels": [], "history": [],
             "dense_key": spec.dense_key(), "cached": False, "wall_s": None, "mlflow_run_id": None,
-            "tunables": spec.tunables, "prunable": spec.prunable, "_t0": time.time(),
+            "tunables": spec.tunables, "prunable": spec.prunable, "retries": 0, "resumed_from": 0,
+            "_t0": time.time(),
         }
 
     def result(self, trial_id: str, metrics: dict) -> None:
@@ -55,6 +56,7 @@ class RecordKeeper:
         metric = metrics["metric_name"]
         record["metric"] = metric
         record["cached"] = bool(metrics.get("cached"))
+        record["resumed_from"] = max(record["resumed_from"], int(metrics.get("resumed_from") or 0))
         if record["history"] and metrics["global_step"] <= record["history"][-1]["global_step"] \
                 and metrics.get("round") == record["history"][-1].get("round"):
             # a retried trial replays from its checkpoint: drop the rows it will report again
@@ -74,6 +76,11 @@ class RecordKeeper:
                 "step": metrics.get("step"), "round": metrics.get("round"),
                 "diverged": bool(metrics.get("diverged")),
             })
+
+    def recovered(self, trial_id: str, error: str) -> None:
+        if trial_id in self.open:
+            self.open[trial_id]["retries"] += 1
+            self.open[trial_id]["last_retry_error"] = error
 
     def attach(self, trial_id: str, key: str, value) -> None:
         if trial_id in self.open:

@@ -155,6 +155,9 @@ def _event_bridge(listener, specs: dict):
         def on_trial_complete(self, iteration, trials, trial, **info):
             listener.finished(trial_id(trial), "ok")
 
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            listener.recovered(trial_id(trial), _one_line_error(trial))
+
         def on_trial_error(self, iteration, trials, trial, **info):
             listener.finished(trial_id(trial), STATUS_FAILED, _one_line_error(trial))
 
@@ -185,6 +188,8 @@ class _Listeners:
         self._tracker_warned = False
 
     def started(self, spec: TrialSpec) -> None:
+        if spec.trial_id in self.records.open:
+            return  # Ray restarting a failed trial: same record, same MLflow run
         self.records.started(spec)
         run_id = self._track("started", spec)
         self.records.attach(spec.trial_id, "mlflow_run_id", run_id)
@@ -194,6 +199,11 @@ class _Listeners:
         self.records.result(trial_id, metrics)
         self._track("result", trial_id, metrics)
         self.printer.result(trial_id, metrics)
+
+    def recovered(self, trial_id: str, error: str) -> None:
+        self.records.recovered(trial_id, error)
+        self._track("recovered", trial_id, error)
+        self.printer.recovered(trial_id, error)
 
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
         self.records.finished(trial_id, status, error)

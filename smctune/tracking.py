@@ -95,6 +95,13 @@ class MLflowTracker:
             self.client.log_text(run_id, metrics["layerwise_csv"],
                                  f"layerwise/sparsity_{level:.4f}{suffix}.csv")
 
+    def recovered(self, trial_id: str, error: str) -> None:
+        run_id = self.runs.get(trial_id)
+        if run_id is not None:
+            retries = int(self.client.get_run(run_id).data.tags.get("retries", "0")) + 1
+            self.client.set_tag(run_id, "retries", str(retries))
+            self.client.set_tag(run_id, "last_retry_error", error[:500])
+
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
         run_id = self.runs.pop(trial_id, None)
         if run_id is None:

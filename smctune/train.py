@@ -85,6 +85,7 @@ class Trial:
         self.cache = DenseCache(spec.cache_root)
         self.dense_key = spec.dense_key()
         self._last_checkpoint = time.monotonic()
+        self.resumed_from = 0  # global step of the checkpoint a retried trial continued from
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -240,7 +241,8 @@ class Trial:
         done = diverged or level.step >= train.max_steps
         metrics = dict(row, best=level.best if level.best > float("-inf") else scores[self.metric],
                        level_done=done, diverged=diverged, metric_name=self.metric,
-                       dense_key=self.dense_key, global_step=self._global_step(level))
+                       dense_key=self.dense_key, global_step=self._global_step(level),
+                       resumed_from=self.resumed_from)
         if done and mask is not None:
             metrics["layerwise_csv"] = mask.layerwise_csv()
         checkpoint = None
@@ -287,7 +289,9 @@ class Trial:
         torch.set_rng_state(state["rng"])
         mask_file = Path(directory) / "mask.pt"
         mask = Mask.load(mask_file, map_location=self.device) if mask_file.is_file() else None
-        return {"level": LevelState(**state["level"]), "mask": mask,
+        level = LevelState(**state["level"])
+        self.resumed_from = self._global_step(level)
+        return {"level": level, "mask": mask,
                 "optimizer": state["optimizer"], "scheduler": state["scheduler"]}
 
 

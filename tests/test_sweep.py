@@ -119,3 +119,46 @@ def test_plan_counts_and_lth_ladder():
     per_seed = 1 + 5 * len(space.sparsities) + 1
     assert len(trials) == 2 * per_seed
     assert len({t.trial_id for t in trials}) == len(trials)
+
+
+def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session):
+    """SIGKILL the Ray worker running a trial after its first checkpoint: Ray restarts the trial,
+    which continues from that checkpoint (not from step 0) and ends FINISHED with the exact sparsity."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    slow = (FAST_SPACE.replace("max_steps: 8", "max_steps: 240").replace("eval_every: 4", "eval_every: 40"))
+    ray_dir = tmp_path / "runs" / "chaos" / "ray"
+    killed = []
+
+    def kill_worker_after_first_checkpoint():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if list(ray_dir.glob("stage1/gmp-*/checkpoint_*")):
+                for proc in psutil.process_iter(["cmdline"]):
+                    cmdline = " ".join(proc.info["cmdline"] or [])
+                    if cmdline.startswith("ray::ImplicitFunc"):
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+                return
+            time.sleep(0.05)
+
+    chaos = threading.Thread(target=kill_worker_after_first_checkpoint, daemon=True)
+    chaos.start()
+    spec, _, records = _sweep(tmp_path, "chaos", ["gmp"], [0.5], space_text=slow, max_failures=2)
+    chaos.join(timeout=5)
+    assert killed, "no trial worker was found to kill"
+
+    gmp = records["gmp-s0.5000-seed0"]
+    assert gmp["status"] == "ok", gmp["error"]
+    assert gmp["retries"] >= 1, {k: gmp[k] for k in ("retries", "resumed_from", "history")}
+    assert gmp["resumed_from"] >= 40, "the retry must continue from the checkpoint, not from step 0"
+    assert abs(gmp["levels"][0]["achieved_sparsity"] - 0.5) < 1e-6
+    steps = [row["step"] for row in gmp["history"] if row["round"] is None]
+    assert steps == sorted(set(steps)) and steps[-1] == 240
+    runs = _runs(spec)
+    assert len(runs) == 1, "a retried trial keeps its one MLflow run"
+    assert runs["status"][0] == "FINISHED" and int(runs["tags.retries"][0]) >= 1

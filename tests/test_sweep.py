@@ -130,7 +130,7 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
 
     import psutil
 
-    slow = (FAST_SPACE.replace("max_steps: 8", "max_steps: 240").replace("eval_every: 4", "eval_every: 40"))
+    slow = (FAST_SPACE.replace("max_steps: 8", "max_steps: 600").replace("eval_every: 4", "eval_every: 100"))
     ray_dir = tmp_path / "runs" / "chaos" / "ray"
     killed = []
 
@@ -138,6 +138,9 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             if list(ray_dir.glob("stage1/gmp-*/checkpoint_*")):
+                # the driver registers a checkpoint after the worker wrote it; a kill inside that
+                # window restarts from scratch (Ray's semantics), so give the driver a moment
+                time.sleep(0.5)
                 for proc in psutil.process_iter(["cmdline"]):
                     cmdline = " ".join(proc.info["cmdline"] or [])
                     if cmdline.startswith("ray::ImplicitFunc"):
@@ -155,10 +158,12 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
     gmp = records["gmp-s0.5000-seed0"]
     assert gmp["status"] == "ok", gmp["error"]
     assert gmp["retries"] >= 1, {k: gmp[k] for k in ("retries", "resumed_from", "history")}
-    assert gmp["resumed_from"] >= 40, "the retry must continue from the checkpoint, not from step 0"
+    assert gmp["resumed_from"] >= 100, "the retry must continue from the checkpoint, not from step 0"
     assert abs(gmp["levels"][0]["achieved_sparsity"] - 0.5) < 1e-6
     steps = [row["step"] for row in gmp["history"] if row["round"] is None]
-    assert steps == sorted(set(steps)) and steps[-1] == 240
+    assert steps == sorted(set(steps)) and steps[-1] == 600
     runs = _runs(spec)
-    assert len(runs) == 1, "a retried trial keeps its one MLflow run"
-    assert runs["status"][0] == "FINISHED" and int(runs["tags.retries"][0]) >= 1
+    gmp_runs = runs[runs["tags.method"] == "gmp"].reset_index()
+    assert len(gmp_runs) == 1, "a retried trial keeps its one MLflow run"
+    assert gmp_runs["status"][0] == "FINISHED" and int(gmp_runs["tags.retries"][0]) >= 1
+    assert set(runs["status"]) == {"FINISHED"}

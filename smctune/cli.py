@@ -229,7 +229,6 @@ def cmd_plan(args) -> int:
 
 def cmd_sweep(args) -> int:
     from . import registry
-    from .config import SweepSpec
     from .progress import ProgressPrinter
     from .sweep import plan_trials, run_sweep
     from .tracking import MLflowTracker, git_sha

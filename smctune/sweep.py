@@ -60,6 +60,7 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
         for name in methods:
             spec = registry.method_spec(name)
             tunables = space.tunables(name, sweep.preset, spec.tunables)
+            _check_tunables(spec, tunables, space.source)
             common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
                           model=preset.model, train=preset.train, tunables=tunables,
                           prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root)
@@ -71,6 +72,20 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
             else:
                 trials.extend(TrialSpec(sparsity=s, **common) for s in sweep.sparsities)
     return trials
+
+
+def _check_tunables(method, tunables: dict, source: str) -> None:
+    """Schedule settings that cannot work fail in the driver, before any trial is scheduled."""
+    if method.schedule == "gmp":
+        start, end = tunables["start_fraction"], tunables["end_fraction"]
+        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and 0 <= start < end <= 1):
+            raise UserError(f"{source}: gmp start_fraction {start} and end_fraction {end} must satisfy "
+                            "0 <= start_fraction < end_fraction <= 1")
+        if not isinstance(tunables["frequency"], int) or tunables["frequency"] < 1:
+            raise UserError(f"{source}: gmp frequency must be a whole number of steps >= 1, "
+                            f"got {tunables['frequency']!r}")
+    if method.schedule == "imp" and not 0 < float(tunables["rate"]) < 1:
+        raise UserError(f"{source}: lth rate must be in (0, 1), got {tunables['rate']!r}")
 
 
 def stage_of(spec: TrialSpec) -> int:

@@ -27,7 +27,6 @@ import torch
 from . import registry
 from .config import TrainSettings, TrialSpec
 from .dense_cache import DenseCache
-from .errors import UserError
 from .pruning import GMPSchedule, Mask, MaskEnforcer, compute_mask, imp_sparsity, prune
 
 
@@ -128,9 +127,6 @@ class Trial:
         t = self.spec.tunables
         total = self.spec.train.max_steps
         start, end = int(total * t["start_fraction"]), int(total * t["end_fraction"])
-        if not 0 <= start < end <= total:
-            raise UserError(f"gmp: start_fraction {t['start_fraction']} and end_fraction "
-                            f"{t['end_fraction']} must satisfy 0 <= start < end <= 1")
         schedule = GMPSchedule(final=self.spec.sparsity, start_step=start, end_step=end,
                                frequency=int(t["frequency"]))
         if restored:

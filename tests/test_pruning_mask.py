@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 from smctune.errors import UserError
 from toy_models import TiedLM

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from smctune.errors import UserError
 from smctune.pruning import GMPSchedule, gmp_sparsity, imp_sparsity

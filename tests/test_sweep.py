@@ -96,16 +96,31 @@ def test_sweep_records_mlflow_runs_and_reuses_the_dense_checkpoint(tmp_path, ray
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
 
 
-def test_failed_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path, ray_session):
+def test_failed_dense_is_recorded_failed_and_its_after_trials_say_why(tmp_path, ray_session):
+    """A dense baseline that cannot train (2 questions for a batch of 4) fails inside its worker: its
+    MLflow run is FAILED with the error, and the "after" trials that need it are recorded as failed
+    with the reason instead of crashing the sweep."""
+    broken = FAST_SPACE.replace("train_limit: 64", "train_limit: 2")
+    spec, outcome, records = _sweep(tmp_path, "broken", ["dense", "omp_after"], [0.5], space_text=broken)
+    dense = records["dense-dense-seed0"]
+    assert dense["status"] == "failed" and "no full batch" in dense["error"]
+    after = records["omp_after-s0.5000-seed0"]
+    assert after["status"] == "failed" and "dense baseline for seed 0 did not finish" in after["error"]
+    runs = _runs(spec)
+    assert list(runs["status"]) == ["FAILED"] and "no full batch" in runs["tags.error"][0]
+
+
+def test_impossible_gmp_schedule_fails_before_any_trial(tmp_path):
+    from smctune.errors import UserError
+
     broken = FAST_SPACE.replace("start_fraction: 0.25, end_fraction: 0.75", "start_fraction: 0.9, end_fraction: 0.5")
-    spec, outcome, records = _sweep(tmp_path, "broken", ["dense", "gmp"], [0.5], space_text=broken)
-    assert records["dense-dense-seed0"]["status"] == "ok"
-    failed = records["gmp-s0.5000-seed0"]
-    assert failed["status"] == "failed"
-    assert "start_fraction" in failed["error"]
-    runs = _runs(spec).set_index("tags.method")
-    assert runs.loc["gmp", "status"] == "FAILED"
-    assert runs.loc["dense", "status"] == "FINISHED"
+    path = tmp_path / "space.yaml"
+    path.write_text(broken)
+    space = load_search_space("csqa", str(path))
+    spec = SweepSpec(task="csqa", methods=("gmp",), sparsities=(0.5,), seeds=(0,), preset="smoke",
+                     preset_reason="test", name="x", run_dir=str(tmp_path / "x"), mlflow_uri="sqlite:///x")
+    with pytest.raises(UserError, match="start_fraction 0.9 and end_fraction 0.5"):
+        plan_trials(spec, space)
 
 
 def test_plan_counts_and_lth_ladder():

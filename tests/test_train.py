@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from smctune import registry
 from smctune.config import TrialSpec, load_search_space

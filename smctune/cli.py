@@ -217,7 +217,7 @@ def cmd_plan(args) -> int:
             continue
         title = "dense baselines + methods from pretrained weights" if stage == 1 \
             else "methods from the dense fine-tuned checkpoint"
-        print(f"\nstage {stage}: {title} ({len(batch)} trials)")
+        print(f"\nstage {stage}: {title} ({len(batch)} trial{'s' if len(batch) != 1 else ''})")
         for trial in batch:
             runs = len(trial.levels) if trial.levels else 1
             fine_tunes += runs

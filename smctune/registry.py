@@ -46,6 +46,7 @@ class MethodSpec:
     schedule: str
     tunables: dict = field(default_factory=dict)
     paper: bool = True
+    calibration_batches: int = 0  # training batches a data-driven criterion (SNIP) scores on
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class PresetEntry:
     name: str
     description: str
 
+
+# RigL's paper defaults (alpha 0.3, stop at 0.75 T); SMC-Bench's variant (drop 0.5 decayed to 0.005
+# over all steps, no stop) is `variant: smcbench`. SMC-Bench updates every 500 steps on CSQA.
+_RIGL_TUNABLES = {"update_every": 500, "alpha": 0.3, "end_fraction": 0.75, "variant": "paper"}
 
 TASKS: dict[str, TaskEntry] = {
     entry.name: entry
@@ -82,6 +87,18 @@ METHODS: dict[str, MethodSpec] = {
                    "fine-tune", "before", "pretrained", "magnitude", "global", "oneshot"),
         MethodSpec("random_before", "exact-count random pruning (uniform per layer) of the pretrained "
                    "weights, then fine-tune", "before", "pretrained", "random", "layerwise", "oneshot"),
+        MethodSpec("snip", "SNIP: one-shot global |g*w| pruning of the pretrained weights from one "
+                   "training mini-batch, then fine-tune", "before", "pretrained", "snip", "global",
+                   "oneshot", calibration_batches=1),
+        MethodSpec("omp_rigl", "RigL from a one-shot global magnitude mask of the pretrained weights: "
+                   "every `update_every` steps drop the smallest active weights and regrow by dense "
+                   "gradient, per layer", "before", "pretrained", "magnitude", "global", "rigl",
+                   dict(_RIGL_TUNABLES)),
+        MethodSpec("random_rigl", "RigL from an exact-count random mask (uniform per layer)",
+                   "before", "pretrained", "random", "layerwise", "rigl", dict(_RIGL_TUNABLES)),
+        MethodSpec("snip_rigl", "RigL from a SNIP mask (one mini-batch, global |g*w|)",
+                   "before", "pretrained", "snip", "global", "rigl", dict(_RIGL_TUNABLES),
+                   calibration_batches=1),
     )
 }
 

@@ -84,6 +84,15 @@ def _check_tunables(method, tunables: dict, source: str) -> None:
         if not isinstance(tunables["frequency"], int) or tunables["frequency"] < 1:
             raise UserError(f"{source}: gmp frequency must be a whole number of steps >= 1, "
                             f"got {tunables['frequency']!r}")
+    if method.schedule == "rigl":
+        if not isinstance(tunables["update_every"], int) or tunables["update_every"] < 1:
+            raise UserError(f"{source}: {method.name} update_every must be a whole number of steps "
+                            f">= 1, got {tunables['update_every']!r}")
+        if not 0 < float(tunables["alpha"]) <= 1 or not 0 < float(tunables["end_fraction"]) <= 1:
+            raise UserError(f"{source}: {method.name} alpha and end_fraction must be in (0, 1]")
+        if tunables["variant"] not in ("paper", "smcbench"):
+            raise UserError(f"{source}: {method.name} variant must be paper or smcbench, "
+                            f"got {tunables['variant']!r}")
     if method.schedule == "imp" and not 0 < float(tunables["rate"]) < 1:
         raise UserError(f"{source}: lth rate must be in (0, 1), got {tunables['rate']!r}")
 

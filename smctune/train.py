@@ -27,7 +27,7 @@ import torch
 from . import registry
 from .config import TrainSettings, TrialSpec
 from .dense_cache import DenseCache
-from .pruning import GMPSchedule, Mask, MaskEnforcer, compute_mask, imp_sparsity, prune
+from .pruning import GMPSchedule, Mask, MaskEnforcer, RigL, compute_mask, imp_sparsity, prune
 
 
 class Reporter(Protocol):
@@ -99,8 +99,8 @@ class Trial:
         self.rewind_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                              if self.method.schedule == "imp" else None)
         restored = self._restore()
-        schedule = {"none": self._run_dense, "oneshot": self._run_oneshot,
-                    "gmp": self._run_gmp, "imp": self._run_imp}[self.method.schedule]
+        schedule = {"none": self._run_dense, "oneshot": self._run_oneshot, "gmp": self._run_gmp,
+                    "imp": self._run_imp, "rigl": self._run_rigl}[self.method.schedule]
         schedule(restored)
 
     # ------------------------------------------------------------------ schedules
@@ -122,6 +122,23 @@ class Trial:
             mask = self._prune(self.spec.sparsity, current=None)
             level = LevelState(round=None, target=self.spec.sparsity)
         self._fine_tune(mask, level, restored)
+
+    def _run_rigl(self, restored: Optional[dict]) -> None:
+        """RigL: the start mask comes from the method's criterion (OMP, random, SNIP) at the pretrained
+        weights; during fine-tuning the mask moves (drop by |w|, grow by dense |g|) at constant
+        per-layer sparsity."""
+        t, total = self.spec.tunables, self.spec.train.max_steps
+        if t["variant"] == "smcbench":  # SMC-Bench: drop 0.5 cosine-decayed to 0.005 over all steps
+            rigl = dict(update_every=int(t["update_every"]), variant="smcbench", total_steps=total)
+        else:
+            rigl = dict(update_every=int(t["update_every"]), variant="paper", alpha=float(t["alpha"]),
+                        end_step=max(1, int(total * float(t["end_fraction"]))))
+        if restored:
+            mask, level = restored["mask"], restored["level"]
+        else:
+            mask = self._prune(self.spec.sparsity, current=None)
+            level = LevelState(round=None, target=self.spec.sparsity)
+        self._fine_tune(mask, level, restored, rigl=rigl)
 
     def _run_gmp(self, restored: Optional[dict]) -> None:
         t = self.spec.tunables
@@ -173,12 +190,17 @@ class Trial:
         rules = self.spec.prunable or {}
         kwargs = dict(scope=self.method.scope, include=rules.get("include") or None,
                       exclude=rules.get("exclude") or None, current=current, seed=self.spec.seed)
+        if self.method.calibration_batches:
+            # a stream of its own, so scoring never shifts the training data order
+            stream = self.runtime.train_batches(self.spec.seed + 104729)
+            kwargs.update(batches=[next(stream) for _ in range(self.method.calibration_batches)],
+                          loss_fn=self.runtime.loss)
         if zero:
             return prune(self.model, self.method.criterion, sparsity, **kwargs)
         return compute_mask(self.model, self.method.criterion, sparsity, **kwargs)
 
     def _fine_tune(self, mask: Optional[Mask], level: LevelState, restored: Optional[dict],
-                   gmp: Optional[GMPSchedule] = None) -> bool:
+                   gmp: Optional[GMPSchedule] = None, rigl: Optional[dict] = None) -> bool:
         """Train ``level`` to ``max_steps``; False when the loss stopped being finite."""
         train = self.spec.train
         self.model.train()
@@ -190,6 +212,7 @@ class Trial:
         if restored:
             optimizer.load_state_dict(restored["optimizer"])
             scheduler.load_state_dict(restored["scheduler"])
+        updater = RigL(self.model, enforcer, optimizer, **rigl) if rigl is not None else None
         batches = self.runtime.train_batches(self.spec.seed * 7919 + (level.round or 0))
         for _ in range(level.step):  # keep the data order identical after a resume
             next(batches)
@@ -208,6 +231,8 @@ class Trial:
             level.step += 1
             if enforcer is not None:
                 enforcer.apply()
+            if updater is not None:
+                mask = updater.maybe_update(level.step) or mask
             if gmp is not None and gmp.is_update_step(level.step):
                 mask = self._prune(gmp.target(level.step), current=mask)
                 enforcer.update(mask)

@@ -16,6 +16,9 @@ FAST_SPACE = """
 task: csqa
 methods:
   gmp: {frequency: 2, start_fraction: 0.25, end_fraction: 0.75}
+  omp_rigl: {update_every: 2}
+  random_rigl: {update_every: 2}
+  snip_rigl: {update_every: 2}
 presets:
   smoke:
     model: {source: config, name: tiny-bert, config: {hidden_size: 32, num_hidden_layers: 1,
@@ -131,7 +134,9 @@ def test_plan_counts_and_lth_ladder():
                      seeds=(0, 1), preset="smoke", preset_reason="test", name="x", run_dir="/tmp/x",
                      mlflow_uri="sqlite:////tmp/x.db")
     trials = plan_trials(spec, space)
-    per_seed = 1 + 5 * len(space.sparsities) + 1
+    per_level = [m for m in spec.methods if registry.method_spec(m).schedule not in ("none", "imp")]
+    assert len(per_level) == 9  # omp/random before+after, gmp, snip, three RigL starts
+    per_seed = 1 + len(per_level) * len(space.sparsities) + 1
     assert len(trials) == 2 * per_seed
     assert len({t.trial_id for t in trials}) == len(trials)
 

@@ -110,3 +110,36 @@ def test_diverged_dense_is_reported_and_never_cached(space, tmp_path):
     assert last["diverged"] is True and last["level_done"] is True
     assert last["step"] < 30
     assert not (tmp_path / spec.dense_key()).exists()
+
+
+@pytest.mark.parametrize("method", ["omp_rigl", "random_rigl", "snip_rigl", "snip"])
+def test_before_methods_reach_their_sparsity_and_rigl_moves_the_mask(space, tmp_path, method):
+    """SNIP and the RigL starts prune the pretrained model exactly; RigL then moves its mask during
+    fine-tuning at constant per-layer sparsity, so the final zeros differ from the start mask."""
+    import torch
+
+    from smctune.pruning import compute_mask
+
+    spec = _spec(space, method, 0.5, tmp_path)
+    reporter = CallbackReporter()
+    trial = Trial(spec, reporter, device="cpu")
+    trial.run()
+    assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-6) for r in reporter.reports)
+
+    torch.manual_seed(spec.seed)
+    start_model = trial.runtime.new_model()
+    criterion = registry.method_spec(method).criterion
+    kwargs = {}
+    if criterion == "snip":
+        stream = trial.runtime.train_batches(spec.seed + 104729)
+        kwargs = dict(batches=[next(stream)], loss_fn=trial.runtime.loss)
+    start = compute_mask(start_model, criterion, 0.5, scope=registry.method_spec(method).scope,
+                         seed=spec.seed, **kwargs)
+    final_pruned = {p.name: (p.param == 0) for p in select_prunable(trial.model)}
+    for name, keep in start.items():  # per-layer sparsity is constant under RigL
+        assert int(final_pruned[name].sum()) >= int((~keep).sum())
+    moved = sum(int((final_pruned[name] & keep).sum()) for name, keep in start.items())
+    if method.endswith("_rigl"):
+        assert moved > 0, "RigL never changed the mask"
+    else:
+        assert moved == 0, "a one-shot mask must not move"

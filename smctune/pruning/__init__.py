@@ -7,11 +7,14 @@
 
 GMP: ``GMPSchedule`` + ``compute_mask(..., current=enforcer.mask)`` + ``enforcer.update``.
 IMP: ``imp_sparsity(round)`` with ``current=`` the previous round's mask.
+RigL: ``RigL(model, enforcer, optimizer, update_every=..., end_step=...)``, then
+``rigl.maybe_update(step)`` after ``optimizer.step(); enforcer.apply()`` (grads still hold the batch).
 """
 from .core import SCOPES, compute_mask, prune
 from .criteria import CRITERIA, register_criterion, weight_update
 from .enforce import MaskEnforcer
 from .mask import LayerStat, Mask
+from .rigl import RigL, RigLConfig, rigl_drop_fraction, smcbench_drop_fraction
 from .schedules import GMPSchedule, gmp_sparsity, imp_sparsity
 from .select import PrunableParam, num_pruned, select_prunable, unique_parameters
 
@@ -19,4 +22,5 @@ __all__ = [
     "Mask", "LayerStat", "PrunableParam", "select_prunable", "num_pruned", "compute_mask", "prune",
     "MaskEnforcer", "gmp_sparsity", "GMPSchedule", "imp_sparsity", "CRITERIA",
     "SCOPES", "register_criterion", "weight_update", "unique_parameters",
+    "RigL", "RigLConfig", "rigl_drop_fraction", "smcbench_drop_fraction",
 ]

@@ -1,7 +1,10 @@
 """Exact-count mask computation (global or per layer) and one-shot pruning.
 
 Allocation: ``k = num_pruned(n, sparsity)`` lowest-scoring entries are pruned, where ``n`` is the
-total over all selected tensors (``scope="global"``) or each tensor's numel (``"layerwise"``).
+total over all selected tensors (``scope="global"``) or each tensor's numel (``"layerwise"``);
+``"erk"`` splits ``num_pruned(N, sparsity)`` over tensors by Erdős–Rényi-kernel densities and
+``pattern="N:M"`` prunes N of every M consecutive weights per row (both in ``allocation``).
+Scopes dispatch through ``ALLOCATORS``: a new scope is one function plus one entry there.
 The threshold comes from a selection pass (``torch.kthvalue``), never a full sort. Ties at the
 threshold are broken by position: among equal scores, lower flat index (concatenation order of the
 selected parameters) is pruned first. Positions pruned in ``current`` score -inf and every other
@@ -16,11 +19,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 
 from ..errors import UserError, choices
+from .allocation import check_nm_sparsity, erk_pruned_counts, nm_pruned, parse_nm
 from .criteria import CRITERIA, weight_update
 from .mask import Mask
 from .select import PrunableParam, num_pruned, select_prunable
 
-SCOPES = ("global", "layerwise")
+SCOPES = ("global", "layerwise", "erk")
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -97,43 +101,96 @@ def _score(model, params, fn, batches, loss_fn, generator) -> dict[str, torch.Te
     return scores
 
 
-def _compute(model, criterion, sparsity, scope, include, exclude, batches, loss_fn, current, seed):
+def _flat_scores(scores, p, dtype) -> torch.Tensor:
+    """A private flat working copy of ``p``'s scores (selection modifies it in place)."""
+    s = scores.pop(p.name)
+    return s.reshape(-1).to(s.device, dtype, copy=True)
+
+
+def _flat_keep(current: Optional[Mask], p, device) -> Optional[torch.Tensor]:
+    return None if current is None else current[p.name].reshape(-1).to(device)
+
+
+def _allocate_global(params, scores, current, sparsity, dtype) -> dict[str, torch.Tensor]:
+    """One ranking over the concatenation of all selected tensors (flat-index tie rule)."""
+    device = scores[params[0].name].device
+    flat = torch.cat([scores.pop(p.name).reshape(-1).to(device, dtype) for p in params])
+    keep_flat = None
+    if current is not None:
+        keep_flat = torch.cat([current[p.name].reshape(-1).to(device) for p in params])
+    pruned = _select_pruned(flat, num_pruned(flat.numel(), sparsity), keep_flat, "global")
+    del flat, keep_flat
+    out, offset = {}, 0
+    for p in params:
+        out[p.name] = pruned[offset:offset + p.numel].view(p.shape)
+        offset += p.numel
+    return out
+
+
+def _allocate_per_tensor(params, scores, current, dtype, counts) -> dict[str, torch.Tensor]:
+    """Each tensor prunes its own ``counts[name]`` lowest scores (layerwise and ERK share this)."""
+    out = {}
+    for p in params:
+        flat = _flat_scores(scores, p, dtype)
+        keep = _flat_keep(current, p, flat.device)
+        out[p.name] = _select_pruned(flat, counts[p.name], keep, repr(p.name)).view(p.shape)
+    return out
+
+
+def _allocate_layerwise(params, scores, current, sparsity, dtype) -> dict[str, torch.Tensor]:
+    """Every tensor at ``sparsity``, rounded per tensor."""
+    counts = {p.name: num_pruned(p.numel, sparsity) for p in params}
+    return _allocate_per_tensor(params, scores, current, dtype, counts)
+
+
+def _allocate_erk(params, scores, current, sparsity, dtype) -> dict[str, torch.Tensor]:
+    """Erdős–Rényi-kernel budgets per tensor, exact total (see ``allocation``)."""
+    counts = erk_pruned_counts({p.name: p.shape for p in params}, sparsity)
+    return _allocate_per_tensor(params, scores, current, dtype, counts)
+
+
+def _allocate_nm(params, scores, current, dtype, nm) -> dict[str, torch.Tensor]:
+    """N:M groups along the last dim of every tensor; sparsity is implied by the pattern."""
+    out = {}
+    for p in params:
+        s = _flat_scores(scores, p, dtype).view(p.shape)
+        keep = None if current is None else current[p.name].to(s.device)
+        out[p.name] = nm_pruned(s, nm[0], nm[1], keep, p.name)
+    return out
+
+
+ALLOCATORS = {"global": _allocate_global, "layerwise": _allocate_layerwise, "erk": _allocate_erk}
+
+
+def _check_args(criterion, sparsity, scope, pattern, seed) -> tuple[float, Optional[tuple]]:
+    """Validate the user-facing arguments; returns (sparsity, parsed N:M pattern or None)."""
     if not isinstance(criterion, str) or criterion not in CRITERIA:
         raise UserError(f"unknown pruning criterion {criterion!r}; choose from: {choices(CRITERIA)}")
     if scope not in SCOPES:
         raise UserError(f"unknown pruning scope {scope!r}; choose from: {choices(SCOPES)}")
+    nm = None if pattern is None else parse_nm(pattern)
     sparsity = _check_sparsity(sparsity)
+    if nm is not None:
+        check_nm_sparsity(sparsity, *nm)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise UserError(f"seed must be an integer, got {seed!r}")
+    return sparsity, nm
+
+
+def _compute(model, criterion, sparsity, scope, include, exclude, batches, loss_fn, current, seed,
+             pattern=None):
+    sparsity, nm = _check_args(criterion, sparsity, scope, pattern, seed)
     params = select_prunable(model, include, exclude)
     _check_current(current, params)
     fn = CRITERIA[criterion]
     generator = torch.Generator().manual_seed(int(seed))
     scores = _score(model, params, fn, batches, loss_fn, generator)
     dtype = _work_dtype(scores.values())
-
-    kept: dict[str, torch.Tensor] = {}
-    if scope == "global":
-        device = scores[params[0].name].device
-        flat = torch.cat([scores.pop(p.name).reshape(-1).to(device, dtype) for p in params])
-        keep_flat = None
-        if current is not None:
-            keep_flat = torch.cat([current[p.name].reshape(-1).to(device) for p in params])
-        k = num_pruned(flat.numel(), sparsity)
-        pruned = _select_pruned(flat, k, keep_flat, "global")
-        del flat, keep_flat
-        offset = 0
-        for p in params:
-            n = p.numel
-            kept[p.name] = (~pruned[offset:offset + n]).view(p.shape).to(p.param.device)
-            offset += n
+    if nm is not None:
+        pruned = _allocate_nm(params, scores, current, dtype, nm)
     else:
-        for p in params:
-            s = scores.pop(p.name)
-            flat = s.reshape(-1).to(s.device, dtype, copy=True)
-            keep = None if current is None else current[p.name].reshape(-1).to(s.device)
-            pruned = _select_pruned(flat, num_pruned(p.numel, sparsity), keep, repr(p.name))
-            kept[p.name] = (~pruned).view(p.shape).to(p.param.device)
+        pruned = ALLOCATORS[scope](params, scores, current, sparsity, dtype)
+    kept = {p.name: (~pruned.pop(p.name)).to(p.param.device) for p in params}
     mask = Mask(kept, {p.name: p.aliases for p in params})
     return mask, params, fn, generator
 
@@ -142,16 +199,18 @@ def compute_mask(model: torch.nn.Module, criterion: str, sparsity: float, *,
                  scope: str = "global", include: Optional[Sequence[str]] = None,
                  exclude: Optional[Sequence[str]] = None, batches=None,
                  loss_fn: Optional[Callable] = None, current: Optional[Mask] = None,
-                 seed: int = 0) -> Mask:
+                 seed: int = 0, pattern: Optional[str] = None) -> Mask:
     """Mask pruning exactly ``num_pruned(n, sparsity)`` entries; the model is left untouched.
 
     ``criterion``: a name in ``CRITERIA``. ``scope``: ``"global"`` (one ranking over all selected
-    tensors) or ``"layerwise"`` (each tensor at ``sparsity``). ``current``: a Mask whose pruned
-    positions stay pruned. ``batches``/``loss_fn``: data for data-driven criteria. ``seed``: seeds
-    the generator handed to the criterion.
+    tensors), ``"layerwise"`` (each tensor at ``sparsity``) or ``"erk"`` (Erdős–Rényi-kernel
+    per-tensor budgets, exact total). ``pattern``: ``"N:M"`` prunes the N lowest of every M
+    consecutive weights along the last dim (``sparsity`` must be N/M; ``scope`` is then unused).
+    ``current``: a Mask whose pruned positions stay pruned. ``batches``/``loss_fn``: data for
+    data-driven criteria. ``seed``: seeds the generator handed to the criterion.
     """
     mask, _, _, _ = _compute(model, criterion, sparsity, scope, include, exclude, batches,
-                             loss_fn, current, seed)
+                             loss_fn, current, seed, pattern)
     return mask
 
 
@@ -159,10 +218,10 @@ def prune(model: torch.nn.Module, criterion: str, sparsity: float, *,
           scope: str = "global", include: Optional[Sequence[str]] = None,
           exclude: Optional[Sequence[str]] = None, batches=None,
           loss_fn: Optional[Callable] = None, current: Optional[Mask] = None,
-          seed: int = 0) -> Mask:
+          seed: int = 0, pattern: Optional[str] = None) -> Mask:
     """``compute_mask``, then the criterion's weight update (if any), then zero pruned weights."""
     mask, params, fn, generator = _compute(model, criterion, sparsity, scope, include, exclude,
-                                           batches, loss_fn, current, seed)
+                                           batches, loss_fn, current, seed, pattern)
     update = weight_update(fn)
     if update is not None:
         update(params, mask, model=model, batches=batches, loss_fn=loss_fn, generator=generator)

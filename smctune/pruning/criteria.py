@@ -19,10 +19,12 @@ Adding a criterion is one function plus its ``@register_criterion("name")`` line
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 import torch
 
+from ..errors import UserError
 from .select import PrunableParam
 
 ScoreFn = Callable[..., "dict[str, torch.Tensor]"]
@@ -66,3 +68,79 @@ def random(params: list[PrunableParam], *, model=None, batches=None, loss_fn=Non
     """
     return {p.name: torch.rand(p.param.shape, generator=generator).to(p.param.device)
             for p in params}
+
+
+def _summed_gradients(params: list[PrunableParam], model, batches, loss_fn,
+                      criterion: str) -> dict[str, torch.Tensor]:
+    """Σ over ``batches`` of d loss_fn(model, batch) / d param, per selected parameter.
+
+    Uses ``torch.autograd.grad`` so the model's ``.grad`` fields are never touched; the model is
+    used in its current train/eval mode. Parameters the loss does not reach get zero gradients.
+    Selected parameters with ``requires_grad=False`` (frozen) get it enabled for the duration of
+    the call and restored afterwards. Accumulation is in at least float32.
+    """
+    if batches is None or loss_fn is None:
+        raise UserError(f"criterion {criterion!r} needs batches and loss_fn (pass batches=[batch] "
+                        f"and loss_fn(model, batch) -> scalar loss)")
+    if isinstance(batches, (torch.Tensor, Mapping)):
+        raise UserError(f"criterion {criterion!r}: batches must be an iterable of batches "
+                        f"(e.g. [batch]), got a single {type(batches).__name__}")
+    tensors = [p.param for p in params]
+    frozen = [t for t in tensors if not t.requires_grad]
+    sums: list[Optional[torch.Tensor]] = [None] * len(tensors)
+    seen = 0
+    try:
+        for t in frozen:
+            t.requires_grad_(True)
+        with torch.enable_grad():
+            for batch in batches:
+                loss = loss_fn(model, batch)
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    got = type(loss).__name__ if not isinstance(loss, torch.Tensor) \
+                        else f"tensor of shape {tuple(loss.shape)}"
+                    raise UserError(f"criterion {criterion!r}: loss_fn must return a scalar "
+                                    f"tensor, got {got}")
+                if not loss.requires_grad:
+                    raise UserError(f"criterion {criterion!r}: the loss does not depend on any "
+                                    f"parameter with gradients (computed under torch.no_grad() "
+                                    f"or detached?)")
+                grads = torch.autograd.grad(loss.reshape(()), tensors, allow_unused=True)
+                for i, (t, g) in enumerate(zip(tensors, grads)):
+                    if g is None:
+                        continue
+                    g = g.detach().to(torch.promote_types(g.dtype, torch.float32))
+                    sums[i] = g if sums[i] is None else sums[i].add_(g)
+                del loss, grads
+                seen += 1
+    finally:
+        for t in frozen:
+            t.requires_grad_(False)
+    if seen == 0:
+        raise UserError(f"criterion {criterion!r} needs at least one batch; batches was empty")
+    out = {}
+    for p, s in zip(params, sums):
+        if s is None:
+            s = torch.zeros(p.param.shape, device=p.param.device,
+                            dtype=torch.promote_types(p.param.dtype, torch.float32))
+        out[p.name] = s
+    return out
+
+
+@register_criterion("snip")
+def snip(params: list[PrunableParam], *, model=None, batches=None, loss_fn=None,
+         generator=None) -> dict[str, torch.Tensor]:
+    """SNIP connection sensitivity |g ⊙ w|, g summed over ``batches`` (SMC-Bench: one batch).
+
+    The normalisation by Σ|g ⊙ w| of the paper does not change the ranking and is omitted.
+    """
+    grads = _summed_gradients(params, model, batches, loss_fn, "snip")
+    with torch.no_grad():
+        return {p.name: (grads.pop(p.name) * p.param.detach()).abs_() for p in params}
+
+
+@register_criterion("gradient")
+def gradient(params: list[PrunableParam], *, model=None, batches=None, loss_fn=None,
+             generator=None) -> dict[str, torch.Tensor]:
+    """|Σ_batches g| (SMC-Bench's protein variant: accumulated gradient magnitude, no |w|)."""
+    grads = _summed_gradients(params, model, batches, loss_fn, "gradient")
+    return {name: g.abs_() for name, g in grads.items()}

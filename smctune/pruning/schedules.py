@@ -1,23 +1,10 @@
 """Sparsity schedules: gradual magnitude pruning (Zhu & Gupta cubic) and the IMP/LTH ladder."""
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 from ..errors import UserError
-
-
-def _real(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise UserError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UserError(f"{what} must be an integer, got {value!r}")
-    return int(value)
+from .checks import integer as _int, real as _real
 
 
 def _check_gmp(final, start_step, end_step, initial) -> None:

@@ -94,7 +94,7 @@ class RecordKeeper:
         record["wall_s"] = round(time.time() - record.pop("_t0"), 3)
         path = self.directory / f"{trial_id}.json"
         staging = path.with_suffix(".json.tmp")
-        staging.write_text(json.dumps(record, indent=1, default=_json_default))
+        staging.write_text(json.dumps(record, indent=1, default=str))
         staging.replace(path)
         return record
 
@@ -103,8 +103,3 @@ class RecordKeeper:
         self.started(spec)
         self.finished(spec.trial_id, status, error)
 
-
-def _json_default(value):
-    if isinstance(value, float):
-        return None
-    return str(value)

@@ -166,8 +166,12 @@ def _event_bridge(listener, specs: dict):
     """A Tune callback that turns Ray's trial events into calls on smctune's listeners."""
     from ray import tune
 
+    ids: dict = {}  # Ray's trial id -> ours; results arrive every evaluation, build the spec once
+
     def trial_id(trial) -> str:
-        return TrialSpec.from_dict(trial.config["trial"]).trial_id
+        if trial.trial_id not in ids:
+            ids[trial.trial_id] = TrialSpec.from_dict(trial.config["trial"]).trial_id
+        return ids[trial.trial_id]
 
     class Bridge(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -360,6 +359,4 @@ def run_trial(spec: TrialSpec, reporter: Reporter, device: Optional[str] = None)
 
 def set_threads(cpus: float) -> None:
     """Each trial uses its CPU share and no more, so concurrent trials do not oversubscribe cores."""
-    threads = max(1, int(cpus))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(max(1, int(cpus)))

@@ -164,29 +164,42 @@ def test_compute_mask_has_no_side_effects():
     assert [m.training for m in model.modules()] == modes
 
 
-def test_prune_zeroes_and_applies_criterion_update_first():
-    model = integer_model()
-    calls = []
+def test_solver_weights_written_by_prune_only_and_pruned_zeroed():
+    from smctune.pruning import Solution, register_solver
 
-    def score(params, *, model, batches, loss_fn, generator):
-        return {p.name: p.param.detach().abs() for p in params}
+    seen = []
 
-    def update(params, mask, *, model, batches, loss_fn, generator):
-        calls.append(batches)
-        with torch.no_grad():
-            for p in params:
-                p.param.add_(1000.0)  # would survive only where kept
+    @register_solver("_test_solver")
+    def solve(problem):
+        seen.append((problem.batches, problem.options, problem.sparsity))
+        scores = {p.name: p.param.detach().abs() for p in problem.params}
+        weights = {p.name: p.param.detach() + 1000.0 for p in problem.params}
+        return Solution(pruned=problem.allocate(scores), weights=weights)
 
-    score.update = update
-    CRITERIA["_test_with_update"] = score
     try:
-        mask = prune(model, "_test_with_update", 0.5, batches="B")
+        model = integer_model()
+        before = {p.name: p.param.detach().clone() for p in select_prunable(model)}
+        mask_only = compute_mask(model, "_test_solver", 0.5, batches="B", options={"k": 1})
+        for p in select_prunable(model):  # compute_mask never touches the model
+            assert torch.equal(p.param.detach(), before[p.name])
+        mask = prune(model, "_test_solver", 0.5, batches="B", options={"k": 1})
     finally:
-        del CRITERIA["_test_with_update"]
-    assert calls == ["B"]
+        del CRITERIA["_test_solver"]
+    assert seen == [("B", {"k": 1}, 0.5)] * 2
+    assert all(torch.equal(mask[n], mask_only[n]) for n in mask)
+    n = sum(p.numel for p in select_prunable(model))
+    assert sum(int((~mask[k]).sum()) for k in mask) == num_pruned(n, 0.5)
     for p in select_prunable(model):
         w, m = p.param.detach(), mask[p.name]
         assert (w[~m] == 0).all() and (w[m] >= 997).all()
+
+
+def test_unknown_criterion_option_is_a_user_error():
+    with pytest.raises(UserError, match="does not take option"):
+        compute_mask(integer_model(), "magnitude", 0.5, options={"block_size": 4})
+
+
+def test_plain_magnitude_prune_keeps_survivors_untouched():
     # plain magnitude prune: no update, exact zeros at pruned positions, kept weights untouched
     model = integer_model()
     before = {p.name: p.param.detach().clone() for p in select_prunable(model)}

@@ -11,7 +11,7 @@ RigL: ``RigL(model, enforcer, optimizer, update_every=..., end_step=...)``, then
 ``rigl.maybe_update(step)`` after ``optimizer.step(); enforcer.apply()`` (grads still hold the batch).
 """
 from .core import SCOPES, compute_mask, prune
-from .criteria import CRITERIA, register_criterion, weight_update
+from .criteria import CRITERIA, PruneProblem, Solution, register_criterion, register_solver
 from .enforce import MaskEnforcer
 from .mask import LayerStat, Mask
 from .rigl import RigL, RigLConfig, rigl_drop_fraction, smcbench_drop_fraction
@@ -21,6 +21,6 @@ from .select import PrunableParam, num_pruned, select_prunable, unique_parameter
 __all__ = [
     "Mask", "LayerStat", "PrunableParam", "select_prunable", "num_pruned", "compute_mask", "prune",
     "MaskEnforcer", "gmp_sparsity", "GMPSchedule", "imp_sparsity", "CRITERIA",
-    "SCOPES", "register_criterion", "weight_update", "unique_parameters",
+    "SCOPES", "register_criterion", "register_solver", "PruneProblem", "Solution", "unique_parameters",
     "RigL", "RigLConfig", "rigl_drop_fraction", "smcbench_drop_fraction",
 ]

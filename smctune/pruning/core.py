@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UserError, choices
 from .allocation import check_nm_sparsity, erk_pruned_counts, nm_pruned, parse_nm
-from .criteria import CRITERIA, weight_update
+from .criteria import CRITERIA, PruneProblem, Solution, is_solver
 from .mask import Mask
 from .select import PrunableParam, num_pruned, select_prunable
 
@@ -85,13 +85,16 @@ def _work_dtype(scores: Iterable[torch.Tensor]) -> torch.dtype:
     return torch.float64 if any(s.dtype == torch.float64 for s in scores) else torch.float32
 
 
-def _score(model, params, fn, batches, loss_fn, generator) -> dict[str, torch.Tensor]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        scores = fn(params, model=model, batches=batches, loss_fn=loss_fn, generator=generator)
-    finally:
-        for module, training in modes:
-            module.training = training
+def _score(model, params, fn, batches, loss_fn, generator, options) -> dict[str, torch.Tensor]:
+    with _modes_restored(model):
+        try:
+            scores = fn(params, model=model, batches=batches, loss_fn=loss_fn, generator=generator,
+                        **options)
+        except TypeError as err:
+            if options and "unexpected keyword argument" in str(err):
+                raise UserError(f"criterion {getattr(fn, '__name__', fn)!r} does not take option(s) "
+                                f"{', '.join(sorted(options))}: {err}") from None
+            raise
     for p in params:
         s = scores.get(p.name)
         if s is None or tuple(s.shape) != p.shape:
@@ -99,6 +102,21 @@ def _score(model, params, fn, batches, loss_fn, generator) -> dict[str, torch.Te
             raise ValueError(f"criterion {getattr(fn, '__name__', fn)!r} returned score shape "
                              f"{got} for {p.name!r}, expected {p.shape}")
     return scores
+
+
+class _modes_restored:
+    """Criteria may switch modules to eval (oBERT samples gradients in eval mode); undo that."""
+
+    def __init__(self, model):
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for module, training in self.modes:
+            module.training = training
+        return False
 
 
 def _flat_scores(scores, p, dtype) -> torch.Tensor:
@@ -177,29 +195,52 @@ def _check_args(criterion, sparsity, scope, pattern, seed) -> tuple[float, Optio
     return sparsity, nm
 
 
+def _allocator(params, sparsity, scope, nm, current):
+    """scores -> pruned bool tensors under the requested scope / pattern / ``current`` rules."""
+
+    def allocate(scores: dict) -> dict:
+        scores = dict(scores)  # allocation pops entries; leave the caller's dict intact
+        dtype = _work_dtype(scores.values())
+        if nm is not None:
+            return _allocate_nm(params, scores, current, dtype, nm)
+        return ALLOCATORS[scope](params, scores, current, sparsity, dtype)
+
+    return allocate
+
+
 def _compute(model, criterion, sparsity, scope, include, exclude, batches, loss_fn, current, seed,
-             pattern=None):
+             pattern=None, options=None) -> tuple[Mask, list, Optional[dict]]:
+    """(mask, selected params, new weights from a solver or None)."""
     sparsity, nm = _check_args(criterion, sparsity, scope, pattern, seed)
+    if options is not None and not isinstance(options, dict):
+        raise UserError(f"options must be a dict of criterion options, got {type(options).__name__}")
+    options = dict(options or {})
     params = select_prunable(model, include, exclude)
     _check_current(current, params)
     fn = CRITERIA[criterion]
     generator = torch.Generator().manual_seed(int(seed))
-    scores = _score(model, params, fn, batches, loss_fn, generator)
-    dtype = _work_dtype(scores.values())
-    if nm is not None:
-        pruned = _allocate_nm(params, scores, current, dtype, nm)
+    allocate = _allocator(params, sparsity, scope, nm, current)
+    weights = None
+    if is_solver(fn):
+        problem = PruneProblem(params=params, sparsity=sparsity, scope=scope, nm=nm, current=current,
+                               model=model, batches=batches, loss_fn=loss_fn, generator=generator,
+                               options=options, allocate=allocate)
+        with _modes_restored(model):
+            solution: Solution = fn(problem)
+        pruned, weights = solution.pruned, solution.weights
     else:
-        pruned = ALLOCATORS[scope](params, scores, current, sparsity, dtype)
+        pruned = allocate(_score(model, params, fn, batches, loss_fn, generator, options))
     kept = {p.name: (~pruned.pop(p.name)).to(p.param.device) for p in params}
     mask = Mask(kept, {p.name: p.aliases for p in params})
-    return mask, params, fn, generator
+    return mask, params, weights
 
 
 def compute_mask(model: torch.nn.Module, criterion: str, sparsity: float, *,
                  scope: str = "global", include: Optional[Sequence[str]] = None,
                  exclude: Optional[Sequence[str]] = None, batches=None,
                  loss_fn: Optional[Callable] = None, current: Optional[Mask] = None,
-                 seed: int = 0, pattern: Optional[str] = None) -> Mask:
+                 seed: int = 0, pattern: Optional[str] = None,
+                 options: Optional[dict] = None) -> Mask:
     """Mask pruning exactly ``num_pruned(n, sparsity)`` entries; the model is left untouched.
 
     ``criterion``: a name in ``CRITERIA``. ``scope``: ``"global"`` (one ranking over all selected
@@ -207,10 +248,11 @@ def compute_mask(model: torch.nn.Module, criterion: str, sparsity: float, *,
     per-tensor budgets, exact total). ``pattern``: ``"N:M"`` prunes the N lowest of every M
     consecutive weights along the last dim (``sparsity`` must be N/M; ``scope`` is then unused).
     ``current``: a Mask whose pruned positions stay pruned. ``batches``/``loss_fn``: data for
-    data-driven criteria. ``seed``: seeds the generator handed to the criterion.
+    data-driven criteria. ``seed``: seeds the generator handed to the criterion. ``options``:
+    criterion options (e.g. ``{"block_size": 50}`` for oBERT).
     """
-    mask, _, _, _ = _compute(model, criterion, sparsity, scope, include, exclude, batches,
-                             loss_fn, current, seed, pattern)
+    mask, _, _ = _compute(model, criterion, sparsity, scope, include, exclude, batches,
+                          loss_fn, current, seed, pattern, options)
     return mask
 
 
@@ -218,14 +260,13 @@ def prune(model: torch.nn.Module, criterion: str, sparsity: float, *,
           scope: str = "global", include: Optional[Sequence[str]] = None,
           exclude: Optional[Sequence[str]] = None, batches=None,
           loss_fn: Optional[Callable] = None, current: Optional[Mask] = None,
-          seed: int = 0, pattern: Optional[str] = None) -> Mask:
-    """``compute_mask``, then the criterion's weight update (if any), then zero pruned weights."""
-    mask, params, fn, generator = _compute(model, criterion, sparsity, scope, include, exclude,
-                                           batches, loss_fn, current, seed, pattern)
-    update = weight_update(fn)
-    if update is not None:
-        update(params, mask, model=model, batches=batches, loss_fn=loss_fn, generator=generator)
+          seed: int = 0, pattern: Optional[str] = None, options: Optional[dict] = None) -> Mask:
+    """``compute_mask``, then a solver's weight update (oBERT, SparseGPT), then zero pruned weights."""
+    mask, params, weights = _compute(model, criterion, sparsity, scope, include, exclude,
+                                     batches, loss_fn, current, seed, pattern, options)
     with torch.no_grad():
         for p in params:
+            if weights is not None and p.name in weights:
+                p.param.copy_(weights[p.name])
             p.param.masked_fill_(~mask[p.name], 0)
     return mask

@@ -9,17 +9,24 @@ not modify the model: no in-place writes to weights, no ``.backward()`` into ``.
 ``torch.autograd.grad``); ``compute_mask`` restores train/eval modes itself. Randomness must come
 from ``generator`` (a seeded CPU ``torch.Generator``).
 
-A criterion that also moves the surviving weights (e.g. the OBS update of oBERT) carries an
-``update`` attribute::
+A criterion whose mask and weight update come from one joint computation (oBERT's OBS update,
+SparseGPT's column-sequential reconstruction) registers a *solver* instead of a score function::
 
-    fn.update(params, mask, *, model, batches, loss_fn, generator) -> None   # in place
+    @register_solver("name")
+    def solve(problem: PruneProblem) -> Solution: ...
 
-which ``prune()`` calls after the mask is computed and before pruned weights are zeroed.
+``problem.allocate(scores)`` applies the requested scope / N:M pattern / ``current`` rules to any
+score dict, so a solver that ranks by a score reuses the library's exact-count allocation.
+``compute_mask`` keeps only ``Solution.pruned``; ``prune`` also writes ``Solution.weights`` (the
+updated values of the surviving weights) before zeroing the pruned ones. A solver must not modify
+the model itself. Options of a criterion (``compute_mask(..., options={...})``) reach score
+functions as keyword arguments and solvers as ``problem.options``.
 Adding a criterion is one function plus its ``@register_criterion("name")`` line.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -28,26 +35,61 @@ from ..errors import UserError
 from .select import PrunableParam
 
 ScoreFn = Callable[..., "dict[str, torch.Tensor]"]
-UpdateFn = Callable[..., None]
-
-CRITERIA: dict[str, ScoreFn] = {}
 
 
-def register_criterion(name: str, update: Optional[UpdateFn] = None):
-    """Decorator: register ``fn`` under ``name`` (optionally with a weight ``update``)."""
+@dataclass(frozen=True)
+class PruneProblem:
+    """Everything a solver needs: what to prune, how much, under which allocation rules."""
+
+    params: list
+    sparsity: float
+    scope: str
+    nm: Optional[tuple]              # (N, M) when a pattern was requested
+    current: Optional[object]        # Mask whose pruned positions stay pruned
+    model: torch.nn.Module
+    batches: object
+    loss_fn: Optional[Callable]
+    generator: torch.Generator
+    options: dict
+    allocate: Callable[["dict[str, torch.Tensor]"], "dict[str, torch.Tensor]"]  # scores -> pruned
+
+
+@dataclass
+class Solution:
+    """``pruned``: name -> bool tensor, True = pruned. ``weights``: name -> new values (or None)."""
+
+    pruned: dict
+    weights: Optional[dict] = None
+
+
+SolveFn = Callable[[PruneProblem], Solution]
+
+CRITERIA: dict[str, Callable] = {}
+
+
+def register_criterion(name: str):
+    """Decorator: register a score function under ``name``."""
 
     def deco(fn: ScoreFn) -> ScoreFn:
-        if update is not None:
-            fn.update = update
         CRITERIA[name] = fn
         return fn
 
     return deco
 
 
-def weight_update(criterion: ScoreFn) -> Optional[UpdateFn]:
-    """The criterion's weight update, or None (magnitude, random)."""
-    return getattr(criterion, "update", None)
+def register_solver(name: str):
+    """Decorator: register a joint mask + weight-update solver under ``name``."""
+
+    def deco(fn: SolveFn) -> SolveFn:
+        fn.is_solver = True
+        CRITERIA[name] = fn
+        return fn
+
+    return deco
+
+
+def is_solver(criterion: Callable) -> bool:
+    return bool(getattr(criterion, "is_solver", False))
 
 
 @register_criterion("magnitude")

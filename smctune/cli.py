@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
+from .tunables import FAITHFUL
 
 DEFAULT_STORAGE = "smctune_runs"
 
@@ -40,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    ls = commands.add_parser("ls", help="list tasks, methods or presets",
+    ls = commands.add_parser("ls", help="list tasks, methods, their tunables, or presets",
                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                             epilog=_examples("smctune ls tasks", "smctune ls methods", "smctune ls presets"))
-    ls.add_argument("what", choices=("tasks", "methods", "presets"))
+                             epilog=_examples("smctune ls tasks", "smctune ls methods", "smctune ls tunables",
+                                                     "smctune ls presets"))
+    ls.add_argument("what", choices=("tasks", "methods", "tunables", "presets"))
 
     for name, help_text in (("plan", "show the trials a sweep would run, without running anything"),
                             ("sweep", "run a sweep: dense baseline + every method x sparsity x seed")):
@@ -91,6 +93,15 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--data-dir", help="directory with the task's data files in their official "
                      "layout (default: bundled sample, or the hub for the paper preset)")
     cmd.add_argument("--search-space", help="a search-space YAML to use instead of the packaged one")
+    cmd.add_argument("--keep-dense", metavar="GROUPS",
+                     help="comma-separated parameter groups never pruned, e.g. embeddings,head (the "
+                          "paper's appendix-C variant; groups come from the search space's "
+                          "prunable.groups); default: prune every matrix, as the paper's main "
+                          "evaluation; recorded in every trial's prunable rule")
+    cmd.add_argument("--faithful", default="paper", metavar="paper|smcbench",
+                     help="paper (default): every method as its paper describes it; smcbench: "
+                          "reproduce SMC-Bench's code where it departs from the papers (see the "
+                          "README table); recorded in every trial's tunables")
     cmd.add_argument("--max-concurrent", type=int, default=0,
                      help="at most this many trials at once (default: as resources allow)")
     cmd.add_argument("--max-failures", type=int, default=2,
@@ -115,16 +126,25 @@ def cmd_ls(args) -> int:
                 for e in registry.TASKS.values()]
         _print_rows(("task", "family", "chance", "paper model", "description"), rows)
     elif args.what == "methods":
-        rows = [(m.name, m.timing, m.criterion or "-", m.scope if m.criterion else "-", m.schedule,
-                 m.description) for m in registry.METHODS.values()]
-        _print_rows(("method", "timing", "criterion", "scope", "schedule", "description"), rows)
-        missing = [m for m in registry.PAPER_METHODS if m not in registry.METHODS]
-        if missing:
-            print(f"\nnot implemented yet: {', '.join(missing)}")
+        rows = [(m.name, "paper" if m.paper else "beyond", m.timing, m.criterion or "-",
+                 m.scope if m.criterion else "-", m.schedule, m.description)
+                for m in registry.METHODS.values()]
+        _print_rows(("method", "set", "timing", "criterion", "scope", "schedule", "description"), rows)
+        print(f"\n--methods all = dense + the paper's {len(registry.PAPER_METHODS)}; "
+              f"--methods paper+beyond adds {', '.join(registry.BEYOND_METHODS)}")
+        print("tunables: `smctune ls tunables`")
+    elif args.what == "tunables":
+        rows = [(m.name, key, _show(t.default), _show(t.smcbench) if t.departs else "", t.valid_text(),
+                 t.help) for m in registry.METHODS.values() for key, t in m.tunables.items()]
+        _print_rows(("method", "tunable", "default", "smcbench", "valid", "what"), rows)
     else:
         _print_rows(("preset", "description"),
                     [(p.name, p.description) for p in registry.PRESETS.values()])
     return 0
+
+
+def _show(value) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _print_rows(header, rows) -> None:
@@ -141,10 +161,13 @@ def _resolve(args, *, for_plan: bool):
     registry.task_entry(args.task)
     methods = registry.parse_methods(args.methods)
     registry.preset_entry(args.preset)
+    if args.faithful not in FAITHFUL:
+        raise UserError(f"unknown --faithful '{args.faithful}' (valid: {', '.join(FAITHFUL)})")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     space = config.load_search_space(args.task, args.search_space)
     sparsities = config.parse_sparsities(args.sparsities) if args.sparsities else space.sparsities
+    keep_dense = config.parse_keep_dense(args.keep_dense, space)
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if data_dir and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
@@ -166,9 +189,10 @@ def _resolve(args, *, for_plan: bool):
     spec = config.SweepSpec(
         task=args.task, methods=methods, sparsities=sparsities, seeds=tuple(range(args.seeds)),
         preset=preset, preset_reason=reason, name=name, run_dir=str(run_dir),
-        mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir,
+        mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir, keep_dense=keep_dense,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
-        search_space_file=args.search_space or space.source, verbosity=verbosity)
+        search_space_file=args.search_space or space.source, verbosity=verbosity,
+        faithful=args.faithful)
     return spec, space
 
 
@@ -209,6 +233,10 @@ def cmd_plan(args) -> int:
     print(f"model: {preset.model.source}:{preset.model.name}   steps per fine-tune: "
           f"{preset.train.max_steps}   batch {preset.train.batch_size}")
     print(f"sparsities: {', '.join(f'{s:g}' for s in spec.sparsities)}")
+    rules = space.prunable_rules(spec.keep_dense)
+    print("prunable: " + (f"matching {', '.join(rules['include'])}" if rules["include"] else "every matrix")
+          + (f", except {', '.join(rules['exclude'])}" if rules["exclude"] else "")
+          + (f" (--keep-dense {','.join(spec.keep_dense)})" if spec.keep_dense else ""))
     print(f"resources per trial: cpu {preset.resources.cpu:g}, gpu {preset.resources.gpu:g}")
     fine_tunes = 0
     for stage in (1, 2):

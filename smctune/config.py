@@ -93,6 +93,20 @@ class SearchSpace:
     prunable: dict = field(default_factory=dict)
     source: str = ""
 
+    def keep_dense_groups(self) -> dict:
+        """``prunable.groups``: name -> regexes of the parameters ``--keep-dense <name>`` keeps dense."""
+        return dict(self.prunable.get("groups") or {})
+
+    def prunable_rules(self, keep_dense: tuple = ()) -> dict:
+        """The include/exclude rule every trial records: the search space's, plus the exclude regexes
+        of each ``--keep-dense`` group (validated by ``parse_keep_dense``)."""
+        groups = self.keep_dense_groups()
+        exclude = list(self.prunable.get("exclude") or [])
+        for name in keep_dense:
+            exclude += [pattern for pattern in groups[name] if pattern not in exclude]
+        return {"include": list(self.prunable.get("include") or []), "exclude": exclude,
+                "keep_dense": list(keep_dense)}
+
     def preset(self, name: str) -> PresetSettings:
         if name not in self.presets:
             raise UserError(
@@ -130,10 +144,12 @@ class SweepSpec:
     run_dir: str
     mlflow_uri: str
     data_dir: Optional[str] = None
+    keep_dense: tuple = ()       # --keep-dense groups (prunable.groups) excluded from pruning
     max_concurrent: int = 0
     max_failures: int = 2
     search_space_file: str = ""
     verbosity: int = 1
+    faithful: str = "paper"      # "smcbench": SMC-Bench's values for every tunable that departs
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -143,6 +159,7 @@ class SweepSpec:
         data = json.loads(text)
         for key in ("methods", "sparsities", "seeds"):
             data[key] = tuple(data[key])
+        data["keep_dense"] = tuple(data.get("keep_dense") or ())
         return SweepSpec(**data)
 
 
@@ -168,8 +185,8 @@ class TrialSpec:
 
     @property
     def trial_id(self) -> str:
-        if self.method == "lth":
-            level = f"to{self.levels[-1]:.4f}" if self.levels else "none"
+        if self.levels:  # an IMP ladder (lth, obert_imp): one trial for every round
+            level = f"to{self.levels[-1]:.4f}"
         elif self.sparsity is None:
             level = "dense"
         else:
@@ -279,6 +296,21 @@ def parse_sparsities(text: str) -> tuple[float, ...]:
     return validate_sparsities(values, "--sparsities")
 
 
+def parse_keep_dense(text: Optional[str], space: "SearchSpace") -> tuple[str, ...]:
+    """``embeddings,head`` -> the named ``prunable.groups`` of the task's search space, in file order."""
+    if text is None:
+        return ()
+    groups = space.keep_dense_groups()
+    valid = ", ".join(groups) or "none (this task defines no prunable.groups)"
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise UserError(f"malformed --keep-dense '{text}' (expected comma-separated groups: {valid})")
+    for name in names:
+        if name not in groups:
+            raise UserError(f"unknown --keep-dense group '{name}' for task {space.task} (valid: {valid})")
+    return tuple(name for name in groups if name in names)
+
+
 def validate_sparsities(values, where: str) -> tuple[float, ...]:
     if not values:
         raise UserError(f"{where}: no sparsity levels given (expected values in (0, 1))")
@@ -330,9 +362,17 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
     if not isinstance(prunable, dict):
         raise UserError(f"{source}: prunable: expected a mapping with include/exclude lists")
     for key, value in prunable.items():
-        if key not in ("include", "exclude"):
-            raise UserError(f"{source}: unknown key '{key}' at prunable (valid: include, exclude)")
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if key not in ("include", "exclude", "groups"):
+            raise UserError(f"{source}: unknown key '{key}' at prunable (valid: include, exclude, groups)")
+        if key == "groups":
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: prunable.groups must map a group name to a list of regexes")
+            for name, patterns in value.items():
+                if not isinstance(patterns, list) or not patterns or \
+                        not all(isinstance(v, str) for v in patterns):
+                    raise UserError(f"{source}: prunable.groups.{name} must be a non-empty list of "
+                                    "regular expressions")
+        elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")
     data["source"] = source
     return build(SearchSpace, data, source)

@@ -30,13 +30,17 @@ class DenseCache:
         path = self.entry(key) / "meta.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def save(self, key: str, state_dict: dict, meta: dict) -> Path:
+    def save(self, key: str, state_dict: dict, meta: dict, best_state: Optional[dict] = None) -> Path:
+        """``state_dict``: the final weights (what "after" methods start from by default);
+        ``best_state``: the weights at the best evaluation, kept for ``dense_checkpoint: best``
+        (SMC-Bench's choice)."""
         import torch
 
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
-        torch.save({name: tensor.detach().cpu() for name, tensor in state_dict.items()},
-                   staging / "model.pt")
+        for name, state in (("model.pt", state_dict), ("best.pt", best_state)):
+            if state is not None:
+                torch.save({k: tensor.detach().cpu() for k, tensor in state.items()}, staging / name)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         target = self.entry(key)
         try:
@@ -45,7 +49,12 @@ class DenseCache:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def load_state(self, key: str, map_location: str = "cpu") -> dict:
+    def load_state(self, key: str, map_location: str = "cpu", which: str = "final") -> dict:
+        """The dense weights: ``which="final"`` (end of fine-tuning) or ``"best"`` (best evaluation;
+        the final weights when the best evaluation was the last one)."""
         import torch
 
-        return torch.load(self.entry(key) / "model.pt", map_location=map_location, weights_only=True)
+        path = self.entry(key) / ("best.pt" if which == "best" else "model.pt")
+        if which == "best" and not path.is_file():
+            path = self.entry(key) / "model.pt"
+        return torch.load(path, map_location=map_location, weights_only=True)

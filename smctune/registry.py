@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import tunables
 from .errors import UserError, choices
 
 
@@ -33,8 +34,11 @@ class MethodSpec:
     start:     "pretrained" (prune/train from the starting weights) or "dense" (from the cached dense
                fine-tuned checkpoint)
     criterion: pruning score (``smctune.pruning`` criterion name) or None for dense
-    scope:     "global" or "layerwise" allocation
-    schedule:  "none" | "oneshot" | "gmp" | "imp"
+    scope:     "global" or "layerwise" allocation (``erk`` is available in the library)
+    schedule:  "none" | "oneshot" | "gmp" | "imp" | "rigl"
+    tunables:  name -> ``Tunable`` (default, valid values, SMC-Bench's value)
+    options:   tunables handed to the criterion as ``options`` (e.g. oBERT's block size)
+    paper:     one of the paper's methods (``--methods all``) or beyond it (``paper+beyond``)
     """
 
     name: str
@@ -45,8 +49,11 @@ class MethodSpec:
     scope: str
     schedule: str
     tunables: dict = field(default_factory=dict)
+    options: tuple = ()
     paper: bool = True
-    calibration_batches: int = 0  # training batches a data-driven criterion (SNIP) scores on
+
+    def defaults(self, faithful: str = "paper") -> dict:
+        return tunables.defaults(self.tunables, faithful)
 
 
 @dataclass(frozen=True)
@@ -55,56 +62,104 @@ class PresetEntry:
     description: str
 
 
-# RigL's paper defaults (alpha 0.3, stop at 0.75 T); SMC-Bench's variant (drop 0.5 decayed to 0.005
-# over all steps, no stop) is `variant: smcbench`. SMC-Bench updates every 500 steps on CSQA.
-_RIGL_TUNABLES = {"update_every": 500, "alpha": 0.3, "end_fraction": 0.75, "variant": "paper"}
-
 TASKS: dict[str, TaskEntry] = {
     entry.name: entry
     for entry in (
         TaskEntry("csqa", "commonsense", "CommonsenseQA: 5-way multiple-choice commonsense questions",
                   0.2, "accuracy", "smctune.trainables.commonsense.csqa:CSQATask", "roberta-large"),
+        TaskEntry("winogrande", "commonsense", "WinoGrande: 2-way pronoun-resolution cloze (fill the _ blank)",
+                  0.5, "accuracy", "smctune.trainables.commonsense.winogrande:WinoGrandeTask",
+                  "roberta-large"),
+        TaskEntry("race-m", "commonsense", "RACE-M: 4-way reading comprehension, middle-school exams",
+                  0.25, "accuracy", "smctune.trainables.commonsense.race:RaceMiddleTask", "roberta-large"),
+        TaskEntry("race-h", "commonsense", "RACE-H: 4-way reading comprehension, high-school exams "
+                  "(no bundled sample: --data-dir)",
+                  0.25, "accuracy", "smctune.trainables.commonsense.race:RaceHighTask", "roberta-large"),
     )
 }
+
+_ENFORCE = tunables.enforcement_tunables()
+_DENSE_START = tunables.dense_start_tunables()
+_PATTERN = tunables.pattern_tunables()
+_RANDOM = tunables.random_tunables()
+_RIGL = tunables.rigl_tunables()
+_OBERT = tunables.obert_tunables()
+_OBERT_OPTIONS = ("block_size", "damping", "variant")
+_CALIBRATED = tunables.calibration_tunables
+
+
+def _method(name, description, timing, start, criterion, scope, schedule, *tunable_groups,
+            options=(), paper=True) -> MethodSpec:
+    merged = {}
+    for group in tunable_groups:
+        merged.update(group)
+    if criterion is not None:
+        merged.update(_ENFORCE)
+    if start == "dense":
+        merged.update(_DENSE_START)
+    return MethodSpec(name, description, timing, start, criterion, scope, schedule, merged,
+                      tuple(options), paper)
+
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("dense", "no pruning: the baseline every method is compared with",
-                   "-", "pretrained", None, "global", "none"),
-        MethodSpec("lth", "lottery ticket: IMP from the dense fine-tuned weights, 20% of the remaining "
-                   "weights per round by global magnitude, rewind to the pre-fine-tuning weights",
-                   "after", "dense", "magnitude", "global", "imp", {"rate": 0.2}),
-        MethodSpec("omp_after", "one-shot global magnitude pruning of the dense fine-tuned model, then "
-                   "re-fine-tune", "after", "dense", "magnitude", "global", "oneshot"),
-        MethodSpec("random_after", "exact-count random pruning (uniform per layer) of the dense fine-tuned "
-                   "model, then re-fine-tune", "after", "dense", "random", "layerwise", "oneshot"),
-        MethodSpec("gmp", "gradual magnitude pruning during fine-tuning: cubic schedule from start to end "
-                   "fraction of the steps, every `frequency` steps, exactly the target at the end",
-                   "during", "pretrained", "magnitude", "global", "gmp",
-                   {"frequency": 500, "start_fraction": 0.1, "end_fraction": 0.8}),
-        MethodSpec("omp_before", "one-shot global magnitude pruning of the pretrained weights, then "
-                   "fine-tune", "before", "pretrained", "magnitude", "global", "oneshot"),
-        MethodSpec("random_before", "exact-count random pruning (uniform per layer) of the pretrained "
-                   "weights, then fine-tune", "before", "pretrained", "random", "layerwise", "oneshot"),
-        MethodSpec("snip", "SNIP: one-shot global |g*w| pruning of the pretrained weights from one "
-                   "training mini-batch, then fine-tune", "before", "pretrained", "snip", "global",
-                   "oneshot", calibration_batches=1),
-        MethodSpec("omp_rigl", "RigL from a one-shot global magnitude mask of the pretrained weights: "
-                   "every `update_every` steps drop the smallest active weights and regrow by dense "
-                   "gradient, per layer", "before", "pretrained", "magnitude", "global", "rigl",
-                   dict(_RIGL_TUNABLES)),
-        MethodSpec("random_rigl", "RigL from an exact-count random mask (uniform per layer)",
-                   "before", "pretrained", "random", "layerwise", "rigl", dict(_RIGL_TUNABLES)),
-        MethodSpec("snip_rigl", "RigL from a SNIP mask (one mini-batch, global |g*w|)",
-                   "before", "pretrained", "snip", "global", "rigl", dict(_RIGL_TUNABLES),
-                   calibration_batches=1),
+        _method("dense", "no pruning: the baseline every method is compared with",
+                "-", "pretrained", None, "global", "none"),
+        _method("lth", "lottery ticket: IMP from the dense fine-tuned weights, 20% of the remaining "
+                "weights per round by global magnitude, rewind to the pre-fine-tuning weights",
+                "after", "dense", "magnitude", "global", "imp", tunables.imp_tunables(rewind=True)),
+        _method("omp_after", "one-shot global magnitude pruning of the dense fine-tuned model, then "
+                "re-fine-tune", "after", "dense", "magnitude", "global", "oneshot", _PATTERN),
+        _method("random_after", "exact-count random pruning (uniform per layer) of the dense "
+                "fine-tuned model, then re-fine-tune", "after", "dense", "random", "layerwise",
+                "oneshot", _RANDOM, _PATTERN, options=("mask",)),
+        _method("gmp", "gradual magnitude pruning during fine-tuning: cubic schedule from start to "
+                "end fraction of the steps, every `frequency` steps, exactly the target at the end",
+                "during", "pretrained", "magnitude", "global", "gmp", tunables.gmp_tunables()),
+        _method("omp_before", "one-shot global magnitude pruning of the pretrained weights, then "
+                "fine-tune", "before", "pretrained", "magnitude", "global", "oneshot", _PATTERN),
+        _method("random_before", "exact-count random pruning (uniform per layer) of the pretrained "
+                "weights, then fine-tune", "before", "pretrained", "random", "layerwise", "oneshot",
+                _RANDOM, _PATTERN, options=("mask",)),
+        _method("snip", "SNIP: one-shot global |g*w| pruning of the pretrained weights from one "
+                "training mini-batch, then fine-tune", "before", "pretrained", "snip", "global",
+                "oneshot", _CALIBRATED(1), _PATTERN),
+        _method("omp_rigl", "RigL from a one-shot global magnitude mask of the pretrained weights: "
+                "every `update_every` steps drop the smallest active weights and regrow by dense "
+                "gradient, per layer", "before", "pretrained", "magnitude", "global", "rigl", _RIGL),
+        _method("random_rigl", "RigL from an exact-count random mask (uniform per layer)",
+                "before", "pretrained", "random", "layerwise", "rigl", _RIGL, _RANDOM,
+                options=("mask",)),
+        _method("snip_rigl", "RigL from a SNIP mask (one mini-batch, global |g*w|)",
+                "before", "pretrained", "snip", "global", "rigl", _RIGL, _CALIBRATED(1)),
+        _method("obert", "oBERT: one-shot global pruning of the dense fine-tuned model by the "
+                "block empirical-Fisher OBS score w^2/(2[F^-1]_qq) with the OBS update of the "
+                "surviving weights, then re-fine-tune", "after", "dense", "obert", "global",
+                "oneshot", _OBERT, _PATTERN, options=_OBERT_OPTIONS),
+        # beyond the paper
+        _method("obert_gmp", "gradual oBERT: the GMP cubic schedule with the oBERT score and OBS "
+                "update at every pruning step", "during", "pretrained", "obert", "global", "gmp",
+                tunables.gmp_tunables(), _OBERT, options=_OBERT_OPTIONS, paper=False),
+        _method("obert_imp", "iterative oBERT: from the dense fine-tuned model, 20% of the remaining "
+                "weights per round by oBERT with its update, fine-tune on without rewinding",
+                "after", "dense", "obert", "global", "imp", tunables.imp_tunables(rewind=False),
+                _OBERT, options=_OBERT_OPTIONS, paper=False),
+        _method("wanda", "Wanda: |W|*||X_j|| from calibration inputs, compared per output row, on "
+                "the dense fine-tuned model (no weight update), then re-fine-tune", "after", "dense",
+                "wanda", "layerwise", "oneshot", _CALIBRATED(16), _PATTERN, paper=False),
+        _method("sparsegpt", "SparseGPT: layer-wise OBS reconstruction (Cholesky of H^-1, adaptive "
+                "mask per 128 columns) of the dense fine-tuned model, then re-fine-tune", "after",
+                "dense", "sparsegpt", "layerwise", "oneshot", _CALIBRATED(16), _PATTERN,
+                paper=False),
     )
 }
 
-# The paper's eleven sparse methods, in the paper's order; `--methods all` = the registered ones + dense.
-PAPER_METHODS = ("lth", "omp_after", "random_after", "gmp", "omp_before", "random_before", "snip",
-                 "omp_rigl", "random_rigl", "snip_rigl", "obert")
+# The paper's eleven sparse methods, in the paper's order; `--methods all` = these + dense.
+PAPER_METHODS = tuple(name for name, spec in METHODS.items() if spec.paper and name != "dense")
+BEYOND_METHODS = tuple(name for name, spec in METHODS.items() if not spec.paper)
+METHOD_GROUPS = {"all": ("dense",) + PAPER_METHODS,
+                 "paper+beyond": ("dense",) + PAPER_METHODS + BEYOND_METHODS}
 
 PRESETS: dict[str, PresetEntry] = {
     entry.name: entry
@@ -125,24 +180,28 @@ def task_entry(name: str) -> TaskEntry:
     return TASKS[name]
 
 
+def _method_choices() -> str:
+    return f"{choices(METHODS)}, {', '.join(METHOD_GROUPS)}"
+
+
 def method_spec(name: str) -> MethodSpec:
     if name not in METHODS:
-        later = " (planned, not implemented yet)" if name in PAPER_METHODS else ""
-        raise UserError(f"unknown method '{name}'{later} (valid: {choices(METHODS)}, all)")
+        raise UserError(f"unknown method '{name}' (valid: {_method_choices()})")
     return METHODS[name]
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
-    """``gmp,lth`` or ``all``; returns registry names in a stable order, dense first."""
+    """``gmp,lth``, ``all`` (the paper's methods) or ``paper+beyond``; registry order, dense first."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
-        raise UserError(f"no methods given (valid: {choices(METHODS)}, all)")
-    if "all" in names:
-        names = ["dense"] + [m for m in PAPER_METHODS if m in METHODS]
+        raise UserError(f"no methods given (valid: {_method_choices()})")
+    expanded = []
     for name in names:
+        expanded.extend(METHOD_GROUPS.get(name, (name,)))
+    for name in expanded:
         method_spec(name)
     order = list(METHODS)
-    return tuple(sorted(set(names), key=order.index))
+    return tuple(sorted(set(expanded), key=order.index))
 
 
 def preset_entry(name: str) -> PresetEntry:

@@ -24,6 +24,7 @@ from .config import SearchSpace, SweepSpec, TrialSpec
 from .dense_cache import DenseCache
 from .errors import UserError
 from .progress import ProgressPrinter
+from .tunables import check_all
 from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids
 
 RAY_QUIET_ENV = {
@@ -52,14 +53,13 @@ def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
 def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
     preset = space.preset(sweep.preset)
     cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
-    prunable = {"include": list(space.prunable.get("include") or []),
-                "exclude": list(space.prunable.get("exclude") or [])}
+    prunable = space.prunable_rules(sweep.keep_dense)
     methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
     trials = []
     for seed in sweep.seeds:
         for name in methods:
             spec = registry.method_spec(name)
-            tunables = space.tunables(name, sweep.preset, spec.tunables)
+            tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful))
             _check_tunables(spec, tunables, space.source)
             common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
                           model=preset.model, train=preset.train, tunables=tunables,
@@ -69,32 +69,23 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
             elif spec.schedule == "imp":
                 levels = lth_levels(sweep.sparsities, float(tunables["rate"]))
                 trials.append(TrialSpec(sparsity=levels[-1], levels=levels, **common))
+            elif tunables.get("pattern"):  # N:M fixes the sparsity: one trial, not the grid
+                n, m = (int(x) for x in tunables["pattern"].split(":"))
+                trials.append(TrialSpec(sparsity=round(n / m, 6), **common))
             else:
                 trials.extend(TrialSpec(sparsity=s, **common) for s in sweep.sparsities)
     return trials
 
 
-def _check_tunables(method, tunables: dict, source: str) -> None:
-    """Schedule settings that cannot work fail in the driver, before any trial is scheduled."""
-    if method.schedule == "gmp":
-        start, end = tunables["start_fraction"], tunables["end_fraction"]
-        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and 0 <= start < end <= 1):
-            raise UserError(f"{source}: gmp start_fraction {start} and end_fraction {end} must satisfy "
-                            "0 <= start_fraction < end_fraction <= 1")
-        if not isinstance(tunables["frequency"], int) or tunables["frequency"] < 1:
-            raise UserError(f"{source}: gmp frequency must be a whole number of steps >= 1, "
-                            f"got {tunables['frequency']!r}")
-    if method.schedule == "rigl":
-        if not isinstance(tunables["update_every"], int) or tunables["update_every"] < 1:
-            raise UserError(f"{source}: {method.name} update_every must be a whole number of steps "
-                            f">= 1, got {tunables['update_every']!r}")
-        if not 0 < float(tunables["alpha"]) <= 1 or not 0 < float(tunables["end_fraction"]) <= 1:
-            raise UserError(f"{source}: {method.name} alpha and end_fraction must be in (0, 1]")
-        if tunables["variant"] not in ("paper", "smcbench"):
-            raise UserError(f"{source}: {method.name} variant must be paper or smcbench, "
-                            f"got {tunables['variant']!r}")
-    if method.schedule == "imp" and not 0 < float(tunables["rate"]) < 1:
-        raise UserError(f"{source}: lth rate must be in (0, 1), got {tunables['rate']!r}")
+def _check_tunables(method, values: dict, source: str) -> None:
+    """Settings that cannot work fail in the driver, before any trial is scheduled."""
+    check_all(method.tunables, values, f"{source}: {method.name}")
+    if method.schedule == "gmp" and not values["start_fraction"] < values["end_fraction"]:
+        raise UserError(f"{source}: {method.name} start_fraction {values['start_fraction']} must be "
+                        f"below end_fraction {values['end_fraction']}")
+    if method.criterion == "obert" and values["variant"] == "smcbench" and values["block_size"] != 1:
+        raise UserError(f"{source}: {method.name} variant smcbench is the diagonal Fisher: set "
+                        f"block_size: 1 (got {values['block_size']}) or use variant paper")
 
 
 def stage_of(spec: TrialSpec) -> int:

@@ -84,6 +84,8 @@ class MLflowTracker:
         values.update({key: metrics.get(key) for key in METRIC_KEYS})
         if metrics.get("round") is not None:
             values["round"] = metrics["round"]
+        if metrics.get("level") is not None:  # next to "sparsity", the one reached
+            values["requested_sparsity"] = metrics["level"]
         stamp = _now_ms()
         batch = [Metric(key, float(value), stamp, step) for key, value in values.items()
                  if isinstance(value, (int, float)) and math.isfinite(float(value))]

@@ -26,7 +26,7 @@ import torch
 from . import registry
 from .config import TrainSettings, TrialSpec
 from .dense_cache import DenseCache
-from .pruning import GMPSchedule, Mask, MaskEnforcer, RigL, compute_mask, imp_sparsity, prune
+from .pruning import GMPSchedule, Mask, SparseTraining, compute_mask, imp_sparsity, prune
 
 
 class Reporter(Protocol):
@@ -84,6 +84,9 @@ class Trial:
         self.dense_key = spec.dense_key()
         self._last_checkpoint = time.monotonic()
         self.resumed_from = 0  # global step of the checkpoint a retried trial continued from
+        # (step, CPU weights) of the dense run's best evaluation since this process started; after a
+        # retry from a checkpoint an earlier best is not recoverable and "best" falls back to final
+        self._best_dense: tuple = (None, None)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -96,7 +99,7 @@ class Trial:
         self.model = self.runtime.new_model().to(self.device)
         # LTH rewinds to the pre-fine-tuning weights; capture them before a restore overwrites them
         self.rewind_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                             if self.method.schedule == "imp" else None)
+                             if self.spec.tunables.get("rewind") else None)
         restored = self._restore()
         schedule = {"none": self._run_dense, "oneshot": self._run_oneshot, "gmp": self._run_gmp,
                     "imp": self._run_imp, "rigl": self._run_rigl}[self.method.schedule]
@@ -111,7 +114,11 @@ class Trial:
                 "preset": self.spec.preset, "metric": self.metric,
                 "final": level.history[-1][self.metric], "best": level.best,
                 "history": level.history, "step": level.step}
-        self.cache.save(self.dense_key, self.model.state_dict(), meta)
+        best_step, best_state = self._best_dense
+        if best_step == level.step:  # the best evaluation was the last: best.pt = model.pt
+            best_state = None
+        meta["best_step"] = best_step if best_state is not None else level.step
+        self.cache.save(self.dense_key, self.model.state_dict(), meta, best_state=best_state)
 
     def _run_oneshot(self, restored: Optional[dict]) -> None:
         if restored:
@@ -144,7 +151,7 @@ class Trial:
         total = self.spec.train.max_steps
         start, end = int(total * t["start_fraction"]), int(total * t["end_fraction"])
         schedule = GMPSchedule(final=self.spec.sparsity, start_step=start, end_step=end,
-                               frequency=int(t["frequency"]))
+                               frequency=int(t["frequency"]), exact_end=t["schedule"] == "exact_end")
         if restored:
             mask, level = restored["mask"], restored["level"]
         else:
@@ -153,10 +160,12 @@ class Trial:
         self._fine_tune(mask, level, restored, gmp=schedule)
 
     def _run_imp(self, restored: Optional[dict]) -> None:
-        """LTH: round k prunes 20% of the remaining weights of round k-1's trained model by global
-        magnitude, rewinds the survivors to the pre-fine-tuning weights (pretrained encoder + the
-        seed's head init) and fine-tunes again with a fresh optimizer and LR schedule."""
-        rate = float(self.spec.tunables["rate"])
+        """IMP ladder. LTH: round k prunes 20% of the remaining weights of round k-1's trained model
+        by global magnitude, rewinds the survivors to the pre-fine-tuning weights (pretrained encoder
+        + the seed's head init) and fine-tunes again with a fresh optimizer and LR schedule. Without
+        ``rewind`` (iterative oBERT) the pruned model, with the criterion's weight update, is
+        fine-tuned on from where it is, the LR schedule restarted."""
+        rate, rewind = float(self.spec.tunables["rate"]), bool(self.spec.tunables["rewind"])
         if restored:
             mask, level = restored["mask"], restored["level"]
             first_round = level.round
@@ -166,9 +175,10 @@ class Trial:
         for k in range(first_round, len(self.spec.levels) + 1):
             if level is None or level.round != k:
                 target = imp_sparsity(k, rate)
-                mask = self._prune(target, current=mask, zero=False)
-                self.model.load_state_dict(self.rewind_state)
-                mask.apply(self.model)
+                mask = self._prune(target, current=mask, zero=not rewind)
+                if rewind:
+                    self.model.load_state_dict(self.rewind_state)
+                    mask.apply(self.model)
                 level = LevelState(round=k, target=round(target, 6))
                 restored = None
             if not self._fine_tune(mask, level, restored):
@@ -183,16 +193,20 @@ class Trial:
             raise RuntimeError(
                 f"dense checkpoint {self.dense_key} is missing from {self.cache.root}: "
                 "the dense baseline of this seed did not finish")
-        self.model.load_state_dict(self.cache.load_state(self.dense_key, map_location=self.device))
+        which = self.spec.tunables.get("dense_checkpoint", "final")
+        self.model.load_state_dict(self.cache.load_state(self.dense_key, map_location=self.device,
+                                                         which=which))
 
     def _prune(self, sparsity: float, current: Optional[Mask], zero: bool = True) -> Mask:
         rules = self.spec.prunable or {}
+        t = self.spec.tunables
         kwargs = dict(scope=self.method.scope, include=rules.get("include") or None,
-                      exclude=rules.get("exclude") or None, current=current, seed=self.spec.seed)
-        if self.method.calibration_batches:
+                      exclude=rules.get("exclude") or None, current=current, seed=self.spec.seed,
+                      pattern=t.get("pattern"), options={k: t[k] for k in self.method.options})
+        if t.get("calibration_batches"):
             # a stream of its own, so scoring never shifts the training data order
             stream = self.runtime.train_batches(self.spec.seed + 104729)
-            kwargs.update(batches=[next(stream) for _ in range(self.method.calibration_batches)],
+            kwargs.update(batches=[next(stream) for _ in range(int(t["calibration_batches"]))],
                           loss_fn=self.runtime.loss)
         if zero:
             return prune(self.model, self.method.criterion, sparsity, **kwargs)
@@ -207,11 +221,15 @@ class Trial:
                                       betas=(train.adam_beta1, train.adam_beta2),
                                       eps=train.adam_eps, weight_decay=train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(train))
-        enforcer = MaskEnforcer(self.model, mask, optimizer) if mask is not None else None
-        if restored:
+        # the same object users drive from their own loops: enforcement, GMP prune steps (through
+        # this trial's _prune: its criterion, include/exclude, seed, calibration batches), RigL
+        sparse = None if mask is None else SparseTraining(
+            self.model, optimizer, mask=mask, gmp=gmp, rigl=rigl,
+            prune_fn=lambda target, current: self._prune(target, current=current),
+            strategy=_ENFORCEMENT[self.spec.tunables.get("optimizer_state", "masked")])
+        if restored:  # the next before_step re-applies the mask to the loaded optimizer state
             optimizer.load_state_dict(restored["optimizer"])
             scheduler.load_state_dict(restored["scheduler"])
-        updater = RigL(self.model, enforcer, optimizer, **rigl) if rigl is not None else None
         batches = self.runtime.train_batches(self.spec.seed * 7919 + (level.round or 0))
         for _ in range(level.step):  # keep the data order identical after a resume
             next(batches)
@@ -223,18 +241,19 @@ class Trial:
                 return False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            if sparse is not None:
+                sparse.before_step(level.step + 1)
+            if train.grad_clip > 0:  # sparse: by the norm of the sparse network's gradient
+                if sparse is not None:
+                    sparse.clip_grad_norm_(train.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
             optimizer.step()
             scheduler.step()
             level.step += 1
-            if enforcer is not None:
-                enforcer.apply()
-            if updater is not None:
-                mask = updater.maybe_update(level.step) or mask
-            if gmp is not None and gmp.is_update_step(level.step):
-                mask = self._prune(gmp.target(level.step), current=mask)
-                enforcer.update(mask)
+            if sparse is not None:
+                sparse.on_step_end(level.step)
+                mask = sparse.mask
             running_loss += loss.item()
             running_n += 1
             if level.step % train.eval_every == 0 or level.step == train.max_steps:
@@ -251,6 +270,10 @@ class Trial:
             else self.runtime.evaluate(self.model)
         at_target = gmp is None or level.step >= gmp.end_step
         if at_target and not diverged:
+            if mask is None and scores[self.metric] > level.best:
+                # dense: keep the best-evaluated weights for `dense_checkpoint: best` (SMC-Bench)
+                self._best_dense = (level.step, {k: v.detach().to("cpu", copy=True)
+                                                 for k, v in self.model.state_dict().items()})
             level.best = max(level.best, scores[self.metric])
         sparsity = mask.sparsity() if mask is not None else 0.0
         sparsity_all = mask.sparsity_over(self.model) if mask is not None else 0.0
@@ -314,6 +337,9 @@ class Trial:
         return {"level": level, "mask": mask,
                 "optimizer": state["optimizer"], "scheduler": state["scheduler"]}
 
+
+# tunable optimizer_state -> MaskEnforcer strategy
+_ENFORCEMENT = {"masked": "auto", "smcbench": "weights_only"}
 
 _RUNTIMES: dict = {}
 

@@ -139,8 +139,8 @@ def test_plan_lists_stages_and_counts():
     out = smctune("plan", "csqa", "--methods", "all", "--preset", "smoke")
     assert out.returncode == 0, out.stderr
     assert "preset: smoke (requested)" in out.stdout
-    # dense + 9 one-trial-per-level methods x 8 levels + 1 LTH trial
-    assert "74 trials" in out.stdout
+    # dense + 10 one-trial-per-level methods x 8 levels + 1 LTH trial
+    assert "82 trials" in out.stdout
     assert "stage 2" in out.stdout and "lth" in out.stdout
 
 

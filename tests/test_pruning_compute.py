@@ -7,6 +7,9 @@ from torch import nn
 from smctune.errors import UserError
 from smctune.pruning import (CRITERIA, Mask, compute_mask, imp_sparsity, num_pruned, prune,
                              select_prunable)
+from smctune.pruning import core as pruning_core
+from smctune.pruning.criteria import LazyScores
+from smctune.pruning.selection import key_to_float, kth_smallest, order_keys
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -216,7 +219,7 @@ def test_bad_sparsity(bad):
 
 
 def test_bad_criterion_and_scope():
-    with pytest.raises(UserError, match="unknown pruning criterion 'snap'.*magnitude, random"):
+    with pytest.raises(UserError, match="unknown pruning criterion 'snap'; choose from: .*magnitude.*random"):
         compute_mask(integer_model(), "snap", 0.5)
     with pytest.raises(UserError, match="unknown pruning scope 'local'.*global, layerwise"):
         prune(integer_model(), "magnitude", 0.5, scope="local")
@@ -251,3 +254,224 @@ def test_current_wins_over_minus_inf_scores():
             assert not more["0.weight"][0].any() and not more["0.weight"][3].any()
     finally:
         del CRITERIA["_test_minus_inf"]
+
+
+# ------------------------------------------------------------------ radix selection (large inputs)
+
+
+@pytest.fixture
+def radix_path(monkeypatch):
+    """Force the chunked radix path on tiny inputs, with chunks splitting tensors unevenly."""
+    monkeypatch.setattr(pruning_core, "KTHVALUE_MAX", 0)
+    monkeypatch.setattr(pruning_core, "CHUNK", 5)
+
+
+def awkward_values(n, dtype, generator):
+    """Negatives, +-0.0, -inf, +inf, finite extremes, denormals, heavy ties, tiny and huge values."""
+    finfo = torch.finfo(dtype)
+    special = torch.tensor([-math.inf, math.inf, finfo.min, finfo.max, -0.0, 0.0, -0.0, finfo.tiny,
+                            -finfo.tiny, finfo.tiny / 8, -finfo.tiny / 8, 1.0, -1.0], dtype=dtype)
+    spread = torch.randn(n, generator=generator, dtype=dtype) * \
+        10.0 ** torch.randint(-30, 30, (n,), generator=generator).to(dtype)
+    ties = torch.randint(-3, 4, (n,), generator=generator).to(dtype)
+    close = 1 + torch.randint(0, 4, (n,), generator=generator).to(dtype) * finfo.eps
+    values = torch.cat([special, spread, ties, close, torch.randn(n, generator=generator, dtype=dtype)])
+    return values[torch.randperm(values.numel(), generator=generator)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_order_keys_follow_the_float_order(dtype):
+    values = awkward_values(300, dtype, torch.Generator().manual_seed(0)).sort().values
+    keys = order_keys(values)
+    assert keys.dtype == (torch.int32 if dtype == torch.float32 else torch.int64)
+    assert bool((keys[1:] >= keys[:-1]).all())
+    assert torch.equal(keys[1:] == keys[:-1], values[1:] == values[:-1])   # -0.0 == +0.0 too
+    assert order_keys(torch.tensor([-0.0, 0.0], dtype=dtype)).tolist() == [0, 0]
+    for key, value in zip(keys.tolist(), values.tolist()):
+        assert key_to_float(key, dtype) == value
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("limit", [0, 5, None])   # 0: every histogram level; None: default band
+def test_kth_smallest_equals_kthvalue(dtype, limit):
+    g = torch.Generator().manual_seed(1)
+    values = awkward_values(40, dtype, g)
+    sizes = [0, 1, 17, 64, values.numel() - 82]
+    parts = list(values.split(sizes))
+    for k in range(1, values.numel() + 1):
+        got = kth_smallest(lambda: iter(parts), k, dtype, limit=limit)
+        want = torch.kthvalue(values, k).values
+        assert got.value == float(want), k
+        assert got.below == int((values < want).sum()) and got.ties == int((values == want).sum())
+
+
+def scored_model():
+    return nn.Sequential(nn.Linear(9, 7, bias=False), nn.Linear(7, 13, bias=False),
+                         nn.Linear(13, 3, bias=False))
+
+
+def awkward_scores(params, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    flat = awkward_values(60, dtype, g)
+    flat = flat[torch.randint(0, flat.numel(), (sum(p.numel for p in params),), generator=g)]
+    return {p.name: part.view(p.shape).clone()
+            for p, part in zip(params, flat.split([p.numel for p in params]))}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gather", [0, 1 << 20])   # 0: bands narrowed to one value (ties in order)
+def test_radix_masks_equal_kthvalue_masks(radix_path, monkeypatch, dtype, gather):
+    """Same masks (exact count, flat-index tie rule, `current` rules) as the kthvalue path."""
+    monkeypatch.setattr(pruning_core, "GATHER", gather)
+    model = scored_model()
+    params = select_prunable(model)
+    scores = awkward_scores(params, dtype, seed=2)
+    CRITERIA["_test_fixed"] = lambda params, **_: {n: s.clone() for n, s in scores.items()}
+
+    def both(*args, **kwargs):
+        radix = compute_mask(model, "_test_fixed", *args, **kwargs)
+        monkeypatch.setattr(pruning_core, "KTHVALUE_MAX", 1 << 30)
+        small = compute_mask(model, "_test_fixed", *args, **kwargs)
+        monkeypatch.setattr(pruning_core, "KTHVALUE_MAX", 0)
+        assert radix == small, (args, kwargs)
+        return radix
+
+    try:
+        for scope in ("global", "layerwise", "erk"):
+            current = None
+            for sparsity in SPARSITIES:
+                mask = both(sparsity, scope=scope)
+                if scope == "global":   # and against the stable-sort oracle directly
+                    flat = torch.cat([scores[p.name].reshape(-1) for p in params])
+                    want = oracle_pruned(flat, num_pruned(flat.numel(), sparsity))
+                    assert torch.equal(~flat_kept(mask, model), want)
+                current = both(sparsity, scope=scope, current=current)
+    finally:
+        del CRITERIA["_test_fixed"]
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.9])
+def test_global_magnitude_equals_torch_prune_global_unstructured(sparsity):
+    """Tie-free weights, large enough for the radix path: torch.prune's L1 mask, bit for bit."""
+    from torch.nn.utils import prune as torch_prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(300, 64), nn.Linear(64, 256, bias=False),
+                          nn.Linear(256, 128, bias=False), nn.Linear(128, 64, bias=False))
+    params = select_prunable(model)
+    n = sum(p.numel for p in params)
+    assert n > pruning_core.KTHVALUE_MAX
+    g = torch.Generator().manual_seed(3)
+    magnitudes = (torch.randperm(n, generator=g) + 1).float() * 1e-6     # distinct, exact
+    signs = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    with torch.no_grad():
+        for p, part in zip(params, (magnitudes * signs).split([p.numel for p in params])):
+            p.param.copy_(part.view(p.shape))
+    ours = compute_mask(model, "magnitude", sparsity)
+    targets = [(m, "weight") for m in model]
+    torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured,
+                                    amount=sparsity)
+    for p, (module, _) in zip(params, targets):
+        assert torch.equal(ours[p.name], module.weight_mask.bool()), p.name
+    assert ours.counts()[0] == num_pruned(n, sparsity)
+
+
+def test_magnitude_scores_are_lazy_and_consumed_chunk_by_chunk(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 300))
+    params = select_prunable(model)
+    scores = CRITERIA["magnitude"](params)
+    assert isinstance(scores, LazyScores) and list(scores) == [p.name for p in params]
+    for p in params:
+        assert scores.shape(p.name) == p.shape and scores.dtype(p.name) == torch.float32
+        first, second = scores[p.name], scores[p.name]
+        assert first is not second and torch.equal(first, p.param.detach().abs())  # on access
+        assert not first.requires_grad
+        chunks = list(scores.chunks(p.name, 1000, out=torch.empty(1000)))
+        assert [c.numel() for c in chunks[:-1]] == [1000] * (len(chunks) - 1)
+        assert torch.equal(torch.cat([c.clone() for c in scores.chunks(p.name, 1000)]),
+                           p.param.detach().abs().reshape(-1))
+    # Non-contiguous sources (a transposed view) are scored once, then sliced.
+    t = torch.randn(40, 30)
+    lazy = LazyScores({"t": t.T}, torch.abs)
+    assert torch.equal(torch.cat(list(lazy.chunks("t", 7))), t.T.abs().reshape(-1))
+
+    def plain_abs(params, **_):
+        return {p.name: p.param.detach().abs() for p in params}
+
+    CRITERIA["_test_plain_abs"] = plain_abs
+    try:
+        expected = {scope: compute_mask(model, "_test_plain_abs", 0.7, scope=scope)
+                    for scope in ("global", "layerwise", "erk")}
+        # Allocation never asks a LazyScores for a whole tensor: no full |w| copy exists.
+        def refuse(self, name):
+            raise AssertionError(f"full score tensor of {name!r} materialised")
+
+        monkeypatch.setattr(LazyScores, "__getitem__", refuse)
+        for scope, want in expected.items():
+            assert compute_mask(model, "magnitude", 0.7, scope=scope) == want
+            current = compute_mask(model, "magnitude", 0.5, scope=scope)
+            assert compute_mask(model, "magnitude", 0.7, scope=scope, current=current) == \
+                compute_mask(model, "_test_plain_abs", 0.7, scope=scope, current=current)
+    finally:
+        del CRITERIA["_test_plain_abs"]
+
+
+def test_lazy_scores_through_solver_allocate_and_half_precision():
+    from smctune.pruning import Solution, register_solver
+
+    @register_solver("_test_lazy_solver")
+    def solve(problem):
+        lazy = problem.allocate(LazyScores({p.name: p.param for p in problem.params}, torch.abs))
+        plain = problem.allocate({p.name: p.param.detach().abs() for p in problem.params})
+        assert all(torch.equal(lazy[n], plain[n]) for n in plain)
+        return Solution(pruned=lazy)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256, bias=False), nn.Linear(256, 64, bias=False))
+    try:
+        for pattern in (None, "2:4"):
+            mask = compute_mask(model, "_test_lazy_solver", 0.5, pattern=pattern)
+            assert mask == compute_mask(model, "magnitude", 0.5, pattern=pattern)
+    finally:
+        del CRITERIA["_test_lazy_solver"]
+    half = nn.Sequential(nn.Linear(256, 256, bias=False), nn.Linear(256, 64, bias=False)).half()
+    single = nn.Sequential(nn.Linear(256, 256, bias=False), nn.Linear(256, 64, bias=False))
+    single.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    for scope in ("global", "layerwise"):   # half |w| scored in float32 working chunks
+        assert compute_mask(half, "magnitude", 0.6, scope=scope) == \
+            compute_mask(single, "magnitude", 0.6, scope=scope)
+
+
+def test_radix_path_nan_and_infinities(radix_path):
+    model = scored_model()
+    params = select_prunable(model)
+    values = {p.name: torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+              for i, p in enumerate(params)}
+    values["1.weight"][0, 0], values["2.weight"][1, 1] = math.inf, -math.inf   # no NaN: fine
+    CRITERIA["_test_fixed"] = lambda params, **_: {n: v.clone() for n, v in values.items()}
+    try:
+        mask = compute_mask(model, "_test_fixed", 0.5)
+        assert mask["1.weight"][0, 0] and not mask["2.weight"][1, 1]
+        current = mask
+        for sparsity in (0.0, 0.5, 0.7):
+            values["2.weight"][2, 2] = math.nan
+            with pytest.raises(UserError, match="NaN"):
+                compute_mask(model, "_test_fixed", max(sparsity, 0.6), current=current)
+            with pytest.raises(UserError, match="NaN"):
+                compute_mask(model, "_test_fixed", sparsity, scope="layerwise")
+            values["2.weight"][2, 2] = 0.0
+        # NaN where `current` already prunes is still reported (as on the kthvalue path)
+        pruned_at = (~current["0.weight"]).nonzero()[0].tolist()
+        values["0.weight"][tuple(pruned_at)] = math.nan
+        with pytest.raises(UserError, match="NaN"):
+            compute_mask(model, "_test_fixed", 0.7, current=current)
+        values["0.weight"][tuple(pruned_at)] = 0.0
+        with pytest.raises(UserError, match="sparsity may only increase"):
+            compute_mask(model, "_test_fixed", 0.3, current=current)
+    finally:
+        del CRITERIA["_test_fixed"]
+
+
+def test_radix_path_current_wins_over_minus_inf_scores(radix_path):
+    test_current_wins_over_minus_inf_scores()

@@ -264,3 +264,89 @@ def test_optimizer_must_match_enforcer():
         RigL(model, enforcer, torch.optim.SGD(model.parameters(), lr=0.1), update_every=1, end_step=5)
     with pytest.raises(UserError, match="end_step must be >= 1"):
         rigl_drop_fraction(0, end_step=0)
+
+
+# ------------------------------------------------------------------ with gradient masking
+def forward_backward(model, x, y, opt):
+    opt.zero_grad(set_to_none=True)
+    nn.functional.mse_loss(model(x), y).backward()
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+    lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9),
+], ids=["adamw", "sgd"])
+def test_rigl_grows_by_the_dense_gradient_when_the_enforcer_masks_gradients(make_opt):
+    model, x, y, mask = make()
+    opt = make_opt(model.parameters())
+    enforcer = MaskEnforcer(model, mask, opt, strategy="gradient")
+    rigl = RigL(model, enforcer, opt, update_every=5, end_step=100)
+    params = dict(model.named_parameters())
+    for step in range(1, 5):
+        forward_backward(model, x, y, opt)
+        rigl.before_step(step)
+        assert rigl._dense is None  # no copy off the update steps
+        opt.step()
+        enforcer.after_step()
+        assert rigl.maybe_update(step) is None
+    step = 5
+    forward_backward(model, x, y, opt)
+    dense = {n: params[n].grad.detach().clone() for n in WEIGHTS}
+    rigl.before_step(step)
+    for n in WEIGHTS:  # the optimizer gets masked gradients...
+        assert torch.count_nonzero(params[n].grad[~mask[n]]) == 0
+        assert torch.count_nonzero(dense[n][~mask[n]]) > 0
+    opt.step()
+    enforcer.after_step()
+    opt.zero_grad(set_to_none=True)  # ...and growth does not need .grad any more
+    before = {n: params[n].detach().clone() for n in WEIGHTS}
+    new_mask = rigl.maybe_update(step)
+    f = 0.3 / 2 * (1 + math.cos(math.pi * step / 100))
+    moved = 0
+    for n in WEIGHTS:
+        old = mask[n].reshape(-1).tolist()
+        n_active = sum(old)
+        k = math.floor(f * n_active)
+        dropped, grown = reference_update(before[n].reshape(-1).tolist(),
+                                          dense[n].reshape(-1).tolist(), old, k)
+        expected = (set(i for i in range(len(old)) if old[i]) - dropped) | grown
+        new = new_mask[n].reshape(-1).tolist()
+        assert set(i for i in range(len(new)) if new[i]) == expected  # grown by the dense |grad|
+        assert sum(new) == n_active
+        w = params[n].detach().reshape(-1)
+        for i in grown - dropped:
+            assert w[i].item() == 0.0
+        moved += len(grown - dropped)
+    assert moved > 0
+    # train on under the new mask with gradient masking: pruned weights and state stay exactly 0,
+    # grown ones learn
+    for step in range(6, 10):
+        forward_backward(model, x, y, opt)
+        rigl.before_step(step)
+        opt.step()
+        enforcer.after_step()
+        assert rigl.maybe_update(step) is None
+    for n in WEIGHTS:
+        m = new_mask[n]
+        assert torch.count_nonzero(params[n][~m]) == 0
+        for key, value in opt.state[params[n]].items():
+            if torch.is_tensor(value) and value.shape == m.shape:
+                assert torch.count_nonzero(value[~m]) == 0, key
+        assert torch.count_nonzero(params[n][m]) == int(m.sum())
+
+
+def test_rigl_refuses_to_grow_from_masked_gradients():
+    model, x, y, mask = make()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    enforcer = MaskEnforcer(model, mask, opt, strategy="gradient")
+    rigl = RigL(model, enforcer, opt, update_every=1, end_step=10)
+    forward_backward(model, x, y, opt)
+    enforcer.before_step()  # should have been rigl.before_step(1)
+    opt.step()
+    enforcer.after_step()
+    with pytest.raises(UserError, match=r"call rigl\.before_step\(step\)"):
+        rigl.maybe_update(1)
+    assert enforcer.mask is mask
+    rigl.before_step(2)  # a copy for step 2 is no copy for step 3
+    with pytest.raises(UserError, match=r"call rigl\.before_step\(step\)"):
+        rigl.maybe_update(3)

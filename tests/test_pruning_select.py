@@ -79,4 +79,5 @@ def test_library_imports_without_ray():
     code = ("import sys; import smctune.pruning as p; "
             "assert 'ray' not in sys.modules, 'ray imported'; print(sorted(p.CRITERIA))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['gradient', 'magnitude', 'random', 'snip']"
+    assert out.stdout.strip() == ("['gradient', 'magnitude', 'obert', 'random', 'snip', 'sparsegpt', "
+                                  "'wanda']")

@@ -22,7 +22,7 @@ def _spec(space, method, sparsity, cache_root, levels=()):
     preset = space.preset("smoke")
     return TrialSpec(task="csqa", method=method, sparsity=sparsity, seed=0, preset="smoke",
                      model=preset.model, train=preset.train,
-                     tunables=space.tunables(method, "smoke", registry.method_spec(method).tunables),
+                     tunables=space.tunables(method, "smoke", registry.method_spec(method).defaults()),
                      prunable={"include": [], "exclude": []}, data_dir=None, cache_root=str(cache_root),
                      levels=levels)
 
@@ -143,3 +143,60 @@ def test_before_methods_reach_their_sparsity_and_rigl_moves_the_mask(space, tmp_
         assert moved > 0, "RigL never changed the mask"
     else:
         assert moved == 0, "a one-shot mask must not move"
+
+
+def _with(spec, **tunables):
+    import dataclasses
+
+    return dataclasses.replace(spec, tunables={**spec.tunables, **tunables})
+
+
+def test_smcbench_enforcement_zeroes_weights_but_lets_adam_state_move(space, tmp_path):
+    import torch
+
+    reporter = CallbackReporter()
+    trial = Trial(_with(_spec(space, "omp_before", 0.5, tmp_path), optimizer_state="smcbench"),
+                  reporter, device="cpu")
+    trial.run()
+    params = select_prunable(trial.model)
+    n = sum(p.numel for p in params)
+    zeros = sum(int((p.param == 0).sum()) for p in params)
+    assert zeros >= num_pruned(n, 0.5) and reporter.reports[-1]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    from smctune.pruning import MaskEnforcer, prune
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    m = prune(model, "magnitude", 0.5)
+    for strategy, moves in (("auto", False), ("weights_only", True)):
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        enforcer = MaskEnforcer(model, m, opt, strategy=strategy)
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).pow(2).sum().backward()
+            enforcer.before_step()
+            opt.step()
+            enforcer.after_step()
+        w = model[0].weight
+        state = opt.state[w]["exp_avg"]
+        assert bool((w[~m["0.weight"]] == 0).all())
+        assert bool((state[~m["0.weight"]] != 0).any()) == moves, strategy
+
+
+def test_dense_cache_keeps_the_best_evaluated_weights_for_dense_checkpoint_best(space, tmp_path):
+    import torch
+
+    from smctune.dense_cache import DenseCache
+
+    spec = _spec(space, "dense", None, tmp_path)
+    trial = Trial(spec, CallbackReporter(), device="cpu")
+    trial.run()
+    cache = DenseCache(tmp_path)
+    meta = cache.meta(spec.dense_key())
+    history = meta["history"]
+    best_row = max(history, key=lambda row: row["accuracy"])
+    assert meta["best"] == best_row["accuracy"]
+    final = cache.load_state(spec.dense_key())
+    best = cache.load_state(spec.dense_key(), which="best")
+    same = all(torch.equal(final[k], best[k]) for k in final)
+    # best.pt exists exactly when the best evaluation was not the last one
+    assert same == (meta["best_step"] == history[-1]["step"])
+    assert meta["best_step"] in [row["step"] for row in history if row["accuracy"] == meta["best"]]

@@ -3,16 +3,20 @@
     params = select_prunable(model, exclude=[r"classifier"])
     mask = prune(model, "magnitude", 0.9)                 # one-shot global magnitude, exact count
     enforcer = MaskEnforcer(model, mask, optimizer)
-    ...  optimizer.step(); enforcer.apply()               # after every optimizer step
+    ...  loss.backward(); enforcer.before_step(); optimizer.step(); enforcer.after_step()
 
 GMP: ``GMPSchedule`` + ``compute_mask(..., current=enforcer.mask)`` + ``enforcer.update``.
 IMP: ``imp_sparsity(round)`` with ``current=`` the previous round's mask.
-RigL: ``RigL(model, enforcer, optimizer, update_every=..., end_step=...)``, then
-``rigl.maybe_update(step)`` after ``optimizer.step(); enforcer.apply()`` (grads still hold the batch).
+RigL: ``RigL(model, enforcer, optimizer, update_every=..., end_step=...)``; ``rigl.before_step(step)``
+in place of ``enforcer.before_step()`` (keeps the dense gradient on update steps), then
+``rigl.maybe_update(step)`` after ``optimizer.step(); enforcer.after_step()``.
+All of it from your own loop in two calls a step: ``SparseTraining`` (``smctune.pruning.hooks``).
 """
 from .core import SCOPES, compute_mask, prune
 from .criteria import CRITERIA, PruneProblem, Solution, register_criterion, register_solver
-from .enforce import MaskEnforcer
+from . import obert, sparsegpt, wanda  # noqa: F401  (registers the criteria)
+from .enforce import MaskEnforcer, gradient_masking_blocker
+from .hooks import SparseTraining
 from .mask import LayerStat, Mask
 from .rigl import RigL, RigLConfig, rigl_drop_fraction, smcbench_drop_fraction
 from .schedules import GMPSchedule, gmp_sparsity, imp_sparsity
@@ -23,4 +27,5 @@ __all__ = [
     "MaskEnforcer", "gmp_sparsity", "GMPSchedule", "imp_sparsity", "CRITERIA",
     "SCOPES", "register_criterion", "register_solver", "PruneProblem", "Solution", "unique_parameters",
     "RigL", "RigLConfig", "rigl_drop_fraction", "smcbench_drop_fraction",
+    "SparseTraining", "gradient_masking_blocker",
 ]

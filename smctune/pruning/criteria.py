@@ -2,12 +2,17 @@
 
 Contract of a criterion::
 
-    fn(params: list[PrunableParam], *, model, batches, loss_fn, generator) -> dict[str, Tensor]
+    fn(params: list[PrunableParam], *, model, batches, loss_fn, generator)
+        -> dict[str, Tensor] | LazyScores
 
-returning one float score tensor per ``param.name`` with the parameter's shape. A criterion must
-not modify the model: no in-place writes to weights, no ``.backward()`` into ``.grad`` (use
-``torch.autograd.grad``); ``compute_mask`` restores train/eval modes itself. Randomness must come
-from ``generator`` (a seeded CPU ``torch.Generator``).
+returning one float score tensor per ``param.name`` with the parameter's shape: a dict, or a
+``LazyScores`` whose entries are computed on access (an elementwise function of one tensor per
+parameter, e.g. ``magnitude``'s |w|: no full score copies are held). Consumers accept both: entries
+via ``scores[name]`` (a lazy entry is recomputed on each access, so read it once per pass),
+shapes / dtypes of a lazy mapping via ``.shape(name)`` / ``.dtype(name)`` without computing it.
+A criterion must not modify the model: no in-place writes to weights, no ``.backward()`` into
+``.grad`` (use ``torch.autograd.grad``); ``compute_mask`` restores train/eval modes itself.
+Randomness must come from ``generator`` (a seeded CPU ``torch.Generator``).
 
 A criterion whose mask and weight update come from one joint computation (oBERT's OBS update,
 SparseGPT's column-sequential reconstruction) registers a *solver* instead of a score function::
@@ -16,7 +21,7 @@ SparseGPT's column-sequential reconstruction) registers a *solver* instead of a 
     def solve(problem: PruneProblem) -> Solution: ...
 
 ``problem.allocate(scores)`` applies the requested scope / N:M pattern / ``current`` rules to any
-score dict, so a solver that ranks by a score reuses the library's exact-count allocation.
+score dict or ``LazyScores``, so a solver ranking by a score reuses the exact-count allocation.
 ``compute_mask`` keeps only ``Solution.pruned``; ``prune`` also writes ``Solution.weights`` (the
 updated values of the surviving weights) before zeroing the pruned ones. A solver must not modify
 the model itself. Options of a criterion (``compute_mask(..., options={...})``) reach score
@@ -25,7 +30,7 @@ Adding a criterion is one function plus its ``@register_criterion("name")`` line
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -64,6 +69,68 @@ class Solution:
 
 SolveFn = Callable[[PruneProblem], Solution]
 
+
+class LazyScores(Mapping):
+    """Read-only mapping name -> ``fn(sources[name])``, computed on every access, never cached.
+
+    For scores that are an *elementwise* function of one tensor per parameter (``|w|``): entry
+    ``i`` of the score may depend only on entry ``i`` of its source, so ``chunks`` can score a
+    flat slice at a time and a consumer never needs a full score tensor. ``fn`` runs under
+    ``torch.no_grad()``, must not modify its input and is called as ``fn(x)`` or, by ``chunks``,
+    ``fn(x, out=buffer)`` (as torch's elementwise functions are, e.g. ``torch.abs``).
+    """
+
+    def __init__(self, sources: Mapping[str, torch.Tensor],
+                 fn: Callable[[torch.Tensor], torch.Tensor]):
+        self._sources = dict(sources)
+        self._fn = fn
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        with torch.no_grad():
+            return self._fn(self._sources[name].detach())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __contains__(self, name: object) -> bool:   # Mapping's default would compute the score
+        return name in self._sources
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._sources[name].shape)
+
+    def dtype(self, name: str) -> torch.dtype:
+        src = self._sources[name]
+        with torch.no_grad():   # scoring an empty tensor: no data computed
+            return self._fn(torch.empty(0, dtype=src.dtype, device=src.device)).dtype
+
+    def device(self, name: str) -> torch.device:
+        return self._sources[name].device
+
+    def chunks(self, name: str, size: int,
+               out: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+        """The flat score of ``name`` in order, at most ``size`` entries per chunk.
+
+        With ``out`` (1-D, at least ``min(size, numel)`` entries, the score's dtype and device)
+        chunks are written into it as ``fn(x, out=...)``, so each is valid until the next.
+        """
+        src = self._sources[name].detach()
+        with torch.no_grad():
+            if not src.is_contiguous():  # slicing would copy the source per chunk: score it once
+                flat = self._fn(src).reshape(-1)
+                for start in range(0, flat.numel(), size):
+                    yield flat[start:start + size]
+                return
+            flat = src.view(-1)
+            if out is not None and (out.dtype != self.dtype(name) or out.device != src.device):
+                out = None
+            for start in range(0, flat.numel(), size):
+                part = flat[start:start + size]
+                yield self._fn(part) if out is None else self._fn(part, out=out[:part.numel()])
+
+
 CRITERIA: dict[str, Callable] = {}
 
 
@@ -94,22 +161,41 @@ def is_solver(criterion: Callable) -> bool:
 
 @register_criterion("magnitude")
 def magnitude(params: list[PrunableParam], *, model=None, batches=None, loss_fn=None,
-              generator=None) -> dict[str, torch.Tensor]:
-    """|w| (one-shot / iterative / gradual magnitude pruning)."""
-    with torch.no_grad():
-        return {p.name: p.param.detach().abs() for p in params}
+              generator=None) -> LazyScores:
+    """|w| (one-shot / iterative / gradual magnitude pruning), computed lazily: no |w| copies."""
+    return LazyScores({p.name: p.param for p in params}, torch.abs)
 
 
-@register_criterion("random")
-def random(params: list[PrunableParam], *, model=None, batches=None, loss_fn=None,
-           generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-    """Uniform random scores; exact top-k of them is an exact-count random mask.
+@register_solver("random")
+def random(problem: PruneProblem) -> Solution:
+    """Random pruning; option ``mask``: ``"exact"`` (default) or ``"bernoulli"``.
 
-    Scores are drawn on the CPU from ``generator`` in parameter order, so a seed gives the same
-    mask on every device.
+    ``exact``: uniform scores through the requested allocation, i.e. an exact-count random mask.
+    ``bernoulli``: SMC-Bench's draw, every entry pruned independently with probability
+    ``sparsity`` (its sparsity is right only in expectation; ``scope`` and ``pattern`` do not
+    apply). Scores are drawn on the CPU from the seeded generator in parameter order, so a seed
+    gives the same mask on every device.
     """
-    return {p.name: torch.rand(p.param.shape, generator=generator).to(p.param.device)
-            for p in params}
+    options = dict(problem.options)
+    draw = options.pop("mask", "exact")
+    if options:
+        raise UserError(f"criterion 'random' does not take option(s) {', '.join(sorted(options))} "
+                        f"(valid: mask)")
+    if draw not in ("exact", "bernoulli"):
+        raise UserError(f"random mask {draw!r} is not valid (valid: exact, bernoulli)")
+    scores = {p.name: torch.rand(p.param.shape, generator=problem.generator).to(p.param.device)
+              for p in problem.params}
+    if draw == "exact":
+        return Solution(pruned=problem.allocate(scores))
+    if problem.nm is not None:
+        raise UserError("random mask 'bernoulli' cannot follow an N:M pattern; use mask 'exact'")
+    pruned = {}
+    for p in problem.params:
+        drawn = scores.pop(p.name) < problem.sparsity
+        if problem.current is not None:
+            drawn |= ~problem.current[p.name].to(drawn.device)
+        pruned[p.name] = drawn
+    return Solution(pruned=pruned)
 
 
 def _summed_gradients(params: list[PrunableParam], model, batches, loss_fn,

@@ -12,18 +12,27 @@ Variants (drop fraction ``f`` at optimizer step ``t``):
 * ``"smcbench"``: SMC-Bench's ``CosineDecay`` (a ``CosineAnnealingLR`` over all ``total_steps``)
   from ``alpha = 0.5`` down to ``0.005``; never stops updating (no ``end_step``).
 
-Driving it from a training loop (``maybe_update`` needs each parameter's ``.grad`` to still hold the
-current batch's *dense* gradient, i.e. call it before the next ``zero_grad``; the enforcer does not
-mask gradients, so the usual loop below is enough)::
+Driving it from a training loop: growth needs the *dense* gradient of the current batch, while the
+enforcer may mask gradients before ``optimizer.step()`` (``MaskEnforcer.before_step``). So call
+``rigl.before_step(step)`` in its place: on an update step it first keeps a copy of the dense
+gradients of the masked tensors (one gradient-sized copy, on update steps only; the hot path is
+untouched), then lets the enforcer mask them; ``maybe_update(step)`` grows by that copy::
 
     enforcer = MaskEnforcer(model, mask, optimizer)
     rigl = RigL(model, enforcer, optimizer, update_every=100, end_step=int(0.75 * total))
-    for step in range(total):
+    for step in range(1, total + 1):
         optimizer.zero_grad()
         loss(model, batch).backward()
+        rigl.before_step(step)         # dense-gradient copy if step is an update step; masking
         optimizer.step()
-        enforcer.apply()
+        enforcer.after_step()
         rigl.maybe_update(step)        # alias: rigl.on_step_end(step); returns the new Mask or None
+
+(``smctune.pruning.hooks.SparseTraining`` bundles all of this.) Without ``before_step``, as in the
+older protocol ``optimizer.step(); enforcer.apply(); rigl.maybe_update(step)``, ``maybe_update``
+reads ``param.grad``, which then still holds the dense gradient; it refuses to grow from gradients
+the enforcer masked. The copy is taken before any gradient clipping that follows ``before_step``;
+clipping scales every entry alike, so the growth ranking is the same (up to rounding ties).
 
 Weights that become active are initialised to exactly 0 and their optimizer state (every
 floating-point tensor in ``optimizer.state[param]`` with the parameter's shape: Adam ``exp_avg``,
@@ -200,32 +209,63 @@ class RigL:
         self.enforcer = enforcer
         self.optimizer = optimizer
         self.last_update: list[LayerUpdate] = []
+        self._dense: Optional[dict] = None  # name -> dense gradient copied by before_step
+        self._dense_step: Optional[int] = None
 
     @property
     def mask(self) -> Mask:
         return self.enforcer.mask
 
+    def before_step(self, step: int) -> None:
+        """Call after ``backward()``, before ``optimizer.step()``, instead of
+        ``enforcer.before_step()``: on an update step, copy the dense gradients of the masked
+        tensors (for ``maybe_update(step)``); then let the enforcer mask the gradients."""
+        self._dense, self._dense_step = None, None
+        if self.config.is_update_step(step):
+            with torch.no_grad():
+                self._dense = {name: param.grad.detach().clone()
+                               for name, param, _ in self.enforcer.mask.resolve(self.model)
+                               if param.grad is not None}
+            self._dense_step = step
+        self.enforcer.before_step()
+
     def maybe_update(self, step: int) -> Optional[Mask]:
-        """Update the mask if ``step`` is an update step; return the new Mask, else None."""
+        """Update the mask if ``step`` is an update step; return the new Mask, else None.
+
+        Grows by the dense gradients ``before_step(step)`` copied, else by ``param.grad``."""
         if not self.config.is_update_step(step):
             return None
-        return self.update(self.config.drop_fraction(step))
+        grads = self._dense if self._dense_step == step else None
+        self._dense, self._dense_step = None, None
+        if grads is None and self.enforcer.grads_masked:
+            raise UserError("RigL grows by the dense gradient, but the enforcer masked the gradients "
+                            "of this step: call rigl.before_step(step) instead of "
+                            "enforcer.before_step()")
+        return self.update(self.config.drop_fraction(step), grads=grads)
 
     on_step_end = maybe_update
 
     @torch.no_grad()
-    def update(self, fraction: float) -> Mask:
-        """One drop-and-grow update with drop fraction ``fraction`` (ignores the schedule)."""
+    def update(self, fraction: float, grads: Optional[dict] = None) -> Mask:
+        """One drop-and-grow update with drop fraction ``fraction`` (ignores the schedule).
+
+        ``grads``: mask name -> dense gradient to grow by (default: each parameter's ``.grad``)."""
         fraction = _real(fraction, "RigL drop fraction")
         if not 0 <= fraction <= 1:
             raise UserError(f"RigL drop fraction must be in [0, 1], got {fraction!r}")
         mask = self.enforcer.mask
         resolved = mask.resolve(self.model)
-        missing = [name for name, param, _ in resolved if param.grad is None]
+        if grads is None:
+            grads = {name: param.grad for name, param, _ in resolved}
+        missing = [name for name, _, _ in resolved if grads.get(name) is None]
         if missing:
             raise UserError(f"RigL needs the dense gradient of every masked tensor, but .grad is None "
                             f"for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
                             f"(call maybe_update after backward and before zero_grad)")
+        for name, param, _ in resolved:
+            if tuple(grads[name].shape) != tuple(param.shape):
+                raise UserError(f"gradient for {name!r} has shape {tuple(grads[name].shape)}, "
+                                f"parameter has {tuple(param.shape)}")
         new_masks, stats, reinit = {}, [], []
         for name, param, m in resolved:
             old = m.to(param.device).reshape(-1)
@@ -237,7 +277,7 @@ class RigL:
                 order = torch.sort(param.detach().reshape(-1)[active].abs(), stable=True).indices
                 new[active[order[:k]]] = False
                 candidates = (~new).nonzero().squeeze(1)
-                scores = param.grad.detach().reshape(-1)[candidates].abs()
+                scores = grads[name].detach().reshape(-1).to(old.device)[candidates].abs()
                 scores = torch.nan_to_num(scores.float(), nan=-math.inf)
                 order = torch.sort(scores, descending=True, stable=True).indices
                 new[candidates[order[:k]]] = True

@@ -267,7 +267,7 @@ def radix_path(monkeypatch):
 
 
 def awkward_values(n, dtype, generator):
-    """Negatives, +-0.0, -inf, +inf, finite extremes, denormals, heavy ties, tiny and huge values."""
+    """Negatives, +-0.0, +-inf, finite extremes, denormals, heavy ties, tiny and huge values."""
     finfo = torch.finfo(dtype)
     special = torch.tensor([-math.inf, math.inf, finfo.min, finfo.max, -0.0, 0.0, -0.0, finfo.tiny,
                             -finfo.tiny, finfo.tiny / 8, -finfo.tiny / 8, 1.0, -1.0], dtype=dtype)
@@ -275,7 +275,8 @@ def awkward_values(n, dtype, generator):
         10.0 ** torch.randint(-30, 30, (n,), generator=generator).to(dtype)
     ties = torch.randint(-3, 4, (n,), generator=generator).to(dtype)
     close = 1 + torch.randint(0, 4, (n,), generator=generator).to(dtype) * finfo.eps
-    values = torch.cat([special, spread, ties, close, torch.randn(n, generator=generator, dtype=dtype)])
+    normal = torch.randn(n, generator=generator, dtype=dtype)
+    values = torch.cat([special, spread, ties, close, normal])
     return values[torch.randperm(values.numel(), generator=generator)]
 
 

@@ -59,7 +59,7 @@ def _key_type(dtype: torch.dtype) -> tuple[torch.dtype, int]:
     try:
         return _KEYS[dtype]
     except KeyError:
-        raise TypeError(f"radix selection supports float32 and float64 scores, got {dtype}") from None
+        raise TypeError(f"radix selection takes float32 or float64 scores, got {dtype}") from None
 
 
 def _keys(x: torch.Tensor, ws: Optional[Workspace]) -> tuple[torch.Tensor, bool]:
@@ -169,7 +169,7 @@ def narrow(chunks: Callable[[], Iterable[torch.Tensor]], k: int, dtype: torch.dt
             counts = torch.bincount(digit).cpu()   # no minlength: it makes bincount ~1.6x slower
             hist[offset:offset + counts.numel()] += counts
         cum = hist.cumsum(0)
-        d = int(torch.searchsorted(cum, rank))              # first bin whose cumulative count >= rank
+        d = int(torch.searchsorted(cum, rank))      # first bin whose cumulative count >= rank
         before = int(cum[d - 1]) if d else 0
         below += before
         rank -= before

@@ -198,7 +198,7 @@ def test_every_beyond_paper_method_reaches_the_requested_sparsity_in_mlflow(tmp_
                         "  obert_gmp: {calibration_batches: 2, frequency: 2}\n"
                         "  obert_imp: {calibration_batches: 2}\n"
                         "  wanda: {calibration_batches: 2}\n  sparsegpt: {calibration_batches: 2}\n", 1)
-    spec, outcome, records = _sweep(tmp_path, "beyond", methods, [0.36])
+    spec, outcome, records = _sweep(tmp_path, "beyond", methods, [0.36], space_text=text)
     assert {r["status"] for r in records.values()} == {"ok"}, {k: r["error"] for k, r in records.items()}
     runs = _runs(spec)
     assert set(runs["status"]) == {"FINISHED"}

@@ -14,7 +14,7 @@ All of it from your own loop in two calls a step: ``SparseTraining`` (``smctune.
 """
 from .core import SCOPES, compute_mask, prune
 from .criteria import CRITERIA, PruneProblem, Solution, register_criterion, register_solver
-from . import obert, sparsegpt, wanda  # noqa: F401  (registers the criteria)
+from . import obert, sparsegpt, wanda
 from .enforce import MaskEnforcer, gradient_masking_blocker
 from .hooks import SparseTraining
 from .mask import LayerStat, Mask
@@ -28,4 +28,5 @@ __all__ = [
     "SCOPES", "register_criterion", "register_solver", "PruneProblem", "Solution", "unique_parameters",
     "RigL", "RigLConfig", "rigl_drop_fraction", "smcbench_drop_fraction",
     "SparseTraining", "gradient_masking_blocker",
+    "obert", "sparsegpt", "wanda",  # modules, imported so their criteria register
 ]

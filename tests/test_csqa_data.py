@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from smctune.errors import UserError
-from smctune.trainables.commonsense import data
 from smctune.trainables.commonsense.csqa import CSQATask
 
 SHARED_CSQA = Path(__file__).parents[1].parent / "shared/data/commonsenseqa"
@@ -51,7 +50,7 @@ def test_bundled_sample_parses():
     report = CSQATask().validate_data("smoke", None)
     assert report.source == "bundled sample"
     assert report.splits == {"train": 1000, "dev": 300}
-    loaded = data.load_local(None)
+    loaded = CSQATask().load_local(None)
     for questions in loaded.splits.values():
         assert all(len(q.choices) == 5 and 0 <= q.label <= 4 for q in questions)
         assert all(q.stem and all(q.choices) for q in questions)
@@ -72,7 +71,7 @@ def test_directory_in_fairseq_layout(tmp_path):
     report = CSQATask().validate_data("small", str(tmp_path))
     assert report.splits == {"train": 2, "dev": 1}  # the blank line is skipped
     assert report.files["dev"].endswith("valid.jsonl")
-    assert [q.label for q in data.load_directory(str(tmp_path)).splits["train"]] == [2, 4]
+    assert [q.label for q in CSQATask().load_directory(str(tmp_path)).splits["train"]] == [2, 4]
 
 
 def test_missing_file_names_the_file(tmp_path):
@@ -149,11 +148,11 @@ def test_hub_rows_go_through_the_same_parser(monkeypatch):
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda name: {"train": [row("A"), row("D")], "validation": [row("E")]}
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    loaded = data.load_hub()
+    loaded = CSQATask().load_hub()
     assert loaded.source == "hub:tau/commonsense_qa"
     assert [q.label for q in loaded.splits["train"]] == [0, 3]
     assert loaded.splits["dev"][0].choices == ("up", "down", "left", "right", "in")
 
     fake.load_dataset = lambda name: {"train": [row("A"), row("")], "validation": [row("E")]}
     with pytest.raises(UserError, match=r"hub:tau/commonsense_qa\[train\] row 2: .*'answerKey'"):
-        data.load_hub()
+        CSQATask().load_hub()

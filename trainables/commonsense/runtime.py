@@ -1,4 +1,5 @@
-"""The per-trial CSQA runtime: model factory, seeded batch stream, loss and evaluation.
+"""The per-trial multiple-choice runtime (every commonsense task): model factory, seeded batch stream,
+loss and evaluation.
 
 Everything expensive (tokenization, reading the pretrained weights) happens once in the constructor;
 ``new_model`` only copies cached tensors, because pruning methods such as LTH rebuild the model many
@@ -18,21 +19,27 @@ from .features import Encoded
 from .modeling import MultipleChoiceModel
 
 
-class CSQARuntime:
-    """Implements ``smctune.task.TaskRuntime`` for 5-way multiple choice."""
+class MultipleChoiceRuntime:
+    """Implements ``smctune.task.TaskRuntime`` for k-way multiple choice (k from the encoded data).
+
+    On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (the ``paper``
+    preset's mixed precision; weights, gradients and optimizer state stay fp32, so no loss scaling
+    is needed and masks are unaffected). CPU runs stay fp32."""
 
     def __init__(self, *, encoder: Any, train_set: Encoded, dev_set: Encoded,
-                 train: TrainSettings, device: str) -> None:
+                 train: TrainSettings, device: str, pooling: str = "first") -> None:
         # The starting encoder is kept on the CPU in memory as the template every new model copies.
         self._encoder = encoder.to("cpu").train()
         self.train_set = train_set
         self.dev_set = dev_set
         self.settings = train
         self.device = device
+        self.pooling = pooling
+        self.autocast_dtype = _autocast_dtype(device)
 
     def new_model(self) -> MultipleChoiceModel:
         """Copy of the cached starting encoder plus a head drawn from the global torch RNG."""
-        model = MultipleChoiceModel(copy.deepcopy(self._encoder), self.settings.dropout)
+        model = MultipleChoiceModel(copy.deepcopy(self._encoder), self.settings.dropout, self.pooling)
         return model.to(self.device).train()
 
     def train_batches(self, seed: int) -> Iterator[dict]:
@@ -46,12 +53,15 @@ class CSQARuntime:
                 yield self.train_set.select(order[start:start + size], self.device)
             epoch += 1
 
-    @staticmethod
-    def _logits(model: Any, batch: dict) -> torch.Tensor:
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    def _logits(self, model: Any, batch: dict) -> torch.Tensor:
+        if self.autocast_dtype is None:
+            return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
+            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return logits.float()
 
     def loss(self, model: Any, batch: dict) -> torch.Tensor:
-        """Softmax cross-entropy over the 5 choice scores (fairseq's ``sentence_ranking``)."""
+        """Softmax cross-entropy over the choice scores (fairseq's ``sentence_ranking``)."""
         return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
     def evaluate(self, model: Any) -> dict:
@@ -70,3 +80,10 @@ class CSQARuntime:
         finally:
             model.train(was_training)
         return {"accuracy": correct / total, "loss": loss_sum / total}
+
+
+def _autocast_dtype(device: str):
+    """bfloat16 on CUDA devices that support it, else None (full precision)."""
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None

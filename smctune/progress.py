@@ -13,13 +13,15 @@ from .config import TrialSpec
 
 
 def describe(spec: TrialSpec) -> str:
-    if spec.method == "lth":
+    if spec.levels:
         level = f"rounds 1-{len(spec.levels)}"
     elif spec.sparsity is None:
         level = "dense"
     else:
         level = f"s={spec.sparsity:.3f}"
-    return f"{spec.method:<14} {level:<12} seed {spec.seed}"
+    arch = f"{spec.model.arch:<11}" if spec.model.arch else ""
+    fold = "" if spec.fold is None else f" fold {spec.fold}"
+    return f"{arch}{spec.method:<14} {level:<12} seed {spec.seed}{fold}"
 
 
 class ProgressPrinter:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, FailResult, Summary, is_failing,
-                       load_run, summarize)
+                       load_run, summarize_all)
 from .errors import UserError
 
 SCHEMA_VERSION = 1
@@ -28,9 +28,11 @@ MISSING = "—"
 @dataclass(frozen=True)
 class ReportPaths:
     results_json: Path
-    curves_png: Path
+    curves_png: Path          # the first architecture's plot when a sweep ran several
     table: str
-    summary: Summary
+    summary: Summary          # likewise the first; ``summaries`` holds every one
+    summaries: tuple = ()
+    plots: tuple = ()
 
     @property
     def plot(self) -> Path:
@@ -106,6 +108,8 @@ def footer(summary: Summary) -> str:
     else:
         seeds = f"{summary.dense.n} seed" + ("s" if summary.dense.n != 1 else "")
         dense = f"dense {_stat_text(summary.dense)} ({seeds})"
+    if summary.folds:
+        dense += f", mean of {len(summary.folds)} fold" + ("s" if len(summary.folds) != 1 else "")
     chance = f"{100 * summary.chance:.1f}%" if summary.chance is not None else "unknown"
     trials = f"{summary.trials_ok} ok, {summary.trials_failed} failed"
     if summary.trials_killed:
@@ -136,7 +140,9 @@ def format_table(summary: Summary) -> str:
         parts.append(cells[-1].ljust(widths[-1]))
         return "  ".join(parts).rstrip()
 
-    title = f"{summary.task} · preset {summary.preset} · run {summary.name} · {summary.metric_name} (%) by sparsity"
+    model = f" · model {summary.model}" if summary.model else ""
+    title = (f"{summary.task}{model} · preset {summary.preset} · run {summary.name} · "
+             f"{summary.metric_name} (%) by sparsity")
     out = [title, line(header), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     if not summary.methods:
@@ -173,8 +179,11 @@ def _key(sparsity: float) -> str:
 def _stat_json(stat: Optional[CellStat]) -> Optional[dict]:
     if stat is None:
         return None
-    return {"mean": stat.mean, "std": stat.std, "n": stat.n, "values": list(stat.values),
+    data = {"mean": stat.mean, "std": stat.std, "n": stat.n, "values": list(stat.values),
             "status_counts": dict(stat.status_counts)}
+    if stat.by_fold:
+        data["folds"] = {str(fold): value for fold, value in stat.by_fold.items()}
+    return data
 
 
 def results_dict(summary: Summary) -> dict:
@@ -207,6 +216,8 @@ def results_dict(summary: Summary) -> dict:
         "tolerance": summary.tolerance,
         "grid": list(summary.grid),
         "seeds": list(summary.seeds),
+        "model": summary.model,
+        "folds": list(summary.folds),
         "dense": _stat_json(summary.dense),
         "chance": summary.chance,
         "methods": methods,
@@ -233,9 +244,25 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-def write_results_json(summary: Summary, path: Union[str, Path]) -> Path:
+def combined_results_dict(summaries) -> dict:
+    """results.json of a sweep over several architectures: the common fields once, then one
+    single-architecture results object per architecture under ``by_model``."""
+    first = summaries[0]
+    return {"schema_version": SCHEMA_VERSION, "task": first.task, "preset": first.preset,
+            "name": first.name, "models": [s.model for s in summaries],
+            "by_model": {s.model: results_dict(s) for s in summaries}}
+
+
+def write_results_json(summary, path: Union[str, Path]) -> Path:
+    """One ``Summary`` (or a list of them, one per architecture) to ``path``."""
     path = Path(path)
-    text = json.dumps(results_dict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if isinstance(summary, Summary):
+        data = results_dict(summary)
+    elif len(summary) == 1:
+        data = results_dict(summary[0])
+    else:
+        data = combined_results_dict(summary)
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _write_atomic(path, text.encode())
     return path
 
@@ -298,7 +325,8 @@ def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
             ax.set_xlim(grid[0] - pad, grid[-1] + pad)
         ax.set_xlabel("sparsity (fraction of pruned weights)")
         ax.set_ylabel(f"{summary.metric_name} (%), {summary.metric_label}")
-        ax.set_title(f"{summary.task} · preset {summary.preset}  ({summary.name})")
+        model = f" · {summary.model}" if summary.model else ""
+        ax.set_title(f"{summary.task}{model} · preset {summary.preset}  ({summary.name})")
         ax.grid(True, color="0.9", linewidth=0.8, zorder=0)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8.5, frameon=False)
         if circles:
@@ -334,8 +362,12 @@ def _plot_label(method) -> str:
 def write_report(run_dir: Union[str, Path], *, metric: str = "best", tolerance: float = 0.01) -> ReportPaths:
     """Write ``<run_dir>/results.json`` and ``<run_dir>/curves.png``; return their paths and the table."""
     run = load_run(run_dir)
-    summary = summarize(run, metric=metric, tolerance=tolerance)
+    summaries = summarize_all(run, metric=metric, tolerance=tolerance)
     root = Path(run_dir)
-    results = write_results_json(summary, root / RESULTS_FILE)
-    plot = plot_curves(summary, root / PLOT_FILE)
-    return ReportPaths(results_json=results, curves_png=plot, table=format_table(summary), summary=summary)
+    results = write_results_json(summaries, root / RESULTS_FILE)
+    several = len(summaries) > 1
+    plots = tuple(plot_curves(s, root / (f"curves-{s.model}.png" if several else PLOT_FILE))
+                  for s in summaries)
+    table = "\n\n".join(format_table(s) for s in summaries)
+    return ReportPaths(results_json=results, curves_png=plots[0], table=table, summary=summaries[0],
+                       summaries=tuple(summaries), plots=plots)

@@ -51,30 +51,38 @@ def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
 
 
 def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
-    preset = space.preset(sweep.preset)
+    """Every trial of the sweep: architectures x seeds x folds x methods x levels (dense first)."""
     cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
     prunable = space.prunable_rules(sweep.keep_dense)
     methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
     trials = []
-    for seed in sweep.seeds:
-        for name in methods:
-            spec = registry.method_spec(name)
-            tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful))
-            _check_tunables(spec, tunables, space.source)
-            common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
-                          model=preset.model, train=preset.train, tunables=tunables,
-                          prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root)
-            if spec.schedule == "none":
-                trials.append(TrialSpec(sparsity=None, **common))
-            elif spec.schedule == "imp":
-                levels = lth_levels(sweep.sparsities, float(tunables["rate"]))
-                trials.append(TrialSpec(sparsity=levels[-1], levels=levels, **common))
-            elif tunables.get("pattern"):  # N:M fixes the sparsity: one trial, not the grid
-                n, m = (int(x) for x in tunables["pattern"].split(":"))
-                trials.append(TrialSpec(sparsity=round(n / m, 6), **common))
-            else:
-                trials.extend(TrialSpec(sparsity=s, **common) for s in sweep.sparsities)
+    for arch in sweep.models or ("",):
+        preset = space.resolve(sweep.preset, arch)
+        for seed in sweep.seeds:
+            for fold in sweep.folds or (None,):
+                for name in methods:
+                    spec = registry.method_spec(name)
+                    tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful))
+                    _check_tunables(spec, tunables, space.source)
+                    common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
+                                  model=preset.model, train=preset.train, tunables=tunables,
+                                  prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,
+                                  fold=fold)
+                    trials.extend(_method_trials(spec, tunables, sweep.sparsities, common))
     return trials
+
+
+def _method_trials(spec, tunables: dict, sparsities, common: dict) -> list[TrialSpec]:
+    """One method's trials in one (architecture, seed, fold): by its schedule."""
+    if spec.schedule == "none":
+        return [TrialSpec(sparsity=None, **common)]
+    if spec.schedule == "imp":
+        levels = lth_levels(sparsities, float(tunables["rate"]))
+        return [TrialSpec(sparsity=levels[-1], levels=levels, **common)]
+    if tunables.get("pattern"):  # N:M fixes the sparsity: one trial, not the grid
+        n, m = (int(x) for x in tunables["pattern"].split(":"))
+        return [TrialSpec(sparsity=round(n / m, 6), **common)]
+    return [TrialSpec(sparsity=s, **common) for s in sparsities]
 
 
 def _check_tunables(method, values: dict, source: str) -> None:

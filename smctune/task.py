@@ -30,14 +30,18 @@ class Task(Protocol):
     chance: float        # metric value of a random guess (0.2 for 5-way multiple choice)
     metric: str          # name of the metric reported, e.g. "accuracy"; higher is better
 
-    def validate_data(self, preset: str, data_dir: Optional[str]) -> DataReport:
+    def folds(self, preset: str, data_dir: Optional[str]) -> tuple:
+        """Cross-validation folds the data offers (``()`` for a task evaluated on one split). The
+        sweep runs every fold as its own trial, like a seed, and a cell's value is the fold mean."""
+
+    def validate_data(self, preset: str, data_dir: Optional[str], fold: Optional[int] = None) -> DataReport:
         """Parse the data files fully and raise ``UserError`` naming file, line and field on a problem.
 
         Runs in the driver before any trial starts, so a bad file fails in seconds, not after Ray
         has scheduled a hundred trials."""
 
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
-              data_dir: Optional[str], device: str) -> "TaskRuntime":
+              data_dir: Optional[str], device: str, fold: Optional[int] = None) -> "TaskRuntime":
         """Tokenizer, tensors and model factory for one trial (inside the Ray worker)."""
 
 

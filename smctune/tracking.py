@@ -61,6 +61,10 @@ class MLflowTracker:
         tags = dict(self.sweep_tags, task=spec.task, method=spec.method, seed=str(spec.seed),
                     preset=spec.preset, trial_id=spec.trial_id,
                     sparsity="dense" if spec.sparsity is None else f"{spec.sparsity:g}")
+        if spec.model.arch:
+            tags["model"] = spec.model.arch
+        if spec.fold is not None:
+            tags["fold"] = str(spec.fold)
         run = self.client.create_run(self.experiment_id, run_name=spec.trial_id, tags=tags)
         run_id = run.info.run_id
         self.runs[spec.trial_id] = run_id

@@ -23,8 +23,8 @@ from typing import Callable, Optional, Protocol
 
 import torch
 
-from . import registry
-from .config import TrainSettings, TrialSpec
+from . import optim, registry
+from .config import TrialSpec
 from .dense_cache import DenseCache
 from .pruning import GMPSchedule, Mask, SparseTraining, compute_mask, imp_sparsity, prune
 
@@ -217,10 +217,8 @@ class Trial:
         """Train ``level`` to ``max_steps``; False when the loss stopped being finite."""
         train = self.spec.train
         self.model.train()
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr,
-                                      betas=(train.adam_beta1, train.adam_beta2),
-                                      eps=train.adam_eps, weight_decay=train.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(train))
+        optimizer, scheduler = optim.build(self.model, train,
+                                           getattr(self.runtime, "backbone_prefix", ""))
         # the same object users drive from their own loops: enforcement, GMP prune steps (through
         # this trial's _prune: its criterion, include/exclude, seed, calibration batches), RigL
         sparse = None if mask is None else SparseTraining(
@@ -348,24 +346,12 @@ def _runtime_for(task, spec: TrialSpec, device: str):
     """With ``reuse_actors`` one worker runs many trials of the same task and preset: tokenizing the
     data once per worker instead of once per trial saves seconds per trial. The runtime holds no
     per-trial state (models come from ``new_model()``), so sharing it is safe."""
-    key = (spec.task, spec.preset, repr(spec.model), repr(spec.train), spec.data_dir, device)
+    key = (spec.task, spec.preset, repr(spec.model), repr(spec.train), spec.data_dir, spec.fold, device)
     if key not in _RUNTIMES:
         _RUNTIMES.clear()
         _RUNTIMES[key] = task.build(preset=spec.preset, model=spec.model, train=spec.train,
-                                    data_dir=spec.data_dir, device=device)
+                                    data_dir=spec.data_dir, device=device, fold=spec.fold)
     return _RUNTIMES[key]
-
-
-def _linear_warmup_decay(train: TrainSettings):
-    """fairseq's polynomial_decay with power 1: linear warmup, then linear decay to 0 at max_steps."""
-    warmup, total = max(0, train.warmup_steps), max(1, train.max_steps)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 def _seed_everything(seed: int) -> None:

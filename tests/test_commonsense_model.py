@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from smctune.config import ModelSettings, TrialSpec, load_search_space, parse_keep_dense  # noqa: E402
 from smctune.pruning import select_prunable  # noqa: E402
-from smctune.trainables.commonsense.backbone import CONFIG_TOKENIZER_PACKAGE, package_model_path  # noqa: E402
+from smctune.trainables.backbone import CONFIG_TOKENIZER_PACKAGE, package_model_path  # noqa: E402
 from smctune.trainables.commonsense.csqa import CSQATask  # noqa: E402
 from smctune.trainables.commonsense.data import Question  # noqa: E402
 from smctune.trainables.commonsense.features import encode, second_budget  # noqa: E402

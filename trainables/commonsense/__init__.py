@@ -8,7 +8,8 @@ holds only its data layouts, hub name and input construction:
 - ``family``     ``MultipleChoiceTask``: validate_data / build for every task of the family
 - ``csqa``, ``winogrande``, ``race``   one module per dataset
 - ``features``   text pairs -> token tensors (with RACE's article-only truncation)
-- ``backbone``, ``modeling``, ``runtime``   encoder loading, the choice-scoring model, the trial runtime
+- ``modeling``, ``runtime``   the choice-scoring model and the trial runtime (the encoder comes from
+  ``smctune.trainables.backbone``, shared by every family)
 
 Only torch-free modules are imported eagerly: the CLI driver imports task classes to validate data and
 plan sweeps, and must not pay for torch or transformers. The model side is imported inside ``build``.

@@ -73,17 +73,6 @@ def object_field(record: Any, where: str, what: str = "a JSON object") -> dict:
     return record
 
 
-def text_list(value: Any, where: str, field: str, count: Optional[int] = None) -> list[str]:
-    """A list of non-empty strings, of exactly ``count`` items when given."""
-    if value is None:
-        raise UserError(f"{where}: missing field '{field}'")
-    if not isinstance(value, list):
-        raise UserError(f"{where}: field '{field}' must be a list, got {type(value).__name__}")
-    if count is not None and len(value) != count:
-        raise UserError(f"{where}: field '{field}' must list exactly {count} choices, got {len(value)}")
-    return [text_field(item, where, f"{field}[{i}]") for i, item in enumerate(value)]
-
-
 def letter_label(value: Any, where: str, field: str, count: int) -> int:
     """'A'.. -> 0.. among ``count`` choices."""
     letter = text_field(value, where, field).strip()

@@ -6,7 +6,7 @@ name, bundled sample), how a ``Question`` becomes one text pair per choice, and 
 truncated; loading, limits, tokenization, model and training loop are shared.
 
 Torch-free at import: the CLI driver imports task classes to validate data and plan sweeps. The model
-side (``backbone``, ``modeling``, ``features``, ``runtime``) is imported inside ``build``.
+side (``smctune.trainables.backbone``, ``modeling``, ``features``, ``runtime``) is imported inside ``build``.
 """
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ from smctune.task import DataReport
 from . import data
 from .data import Question, TaskData
 
-# How ``features.encode`` may shorten a pair that exceeds ``train.max_length``:
-# "longest_first" trims whichever segment is longer (short pairs: CSQA, WinoGrande);
-# "first" trims only the first segment (RACE's article), never the question and option.
-TRUNCATIONS = ("longest_first", "first")
-
 
 class MultipleChoiceTask:
     """Base class; subclasses set the attributes and implement the three data hooks and ``pairs``."""
@@ -34,6 +29,9 @@ class MultipleChoiceTask:
     metric: str = "accuracy"
     num_choices: int = 0
     bundled: Optional[str] = None   # folder under data/ with train.jsonl and dev.jsonl, if any
+    # How ``features.encode`` shortens a pair longer than ``train.max_length``: "longest_first" trims
+    # whichever segment is longer (short pairs: CSQA, WinoGrande); "first" trims only the first
+    # segment (RACE's article), never the question and option.
     truncation: str = "longest_first"
 
     # ------------------------------------------------------------------ hooks
@@ -73,16 +71,22 @@ class MultipleChoiceTask:
     def load(self, preset: str, data_dir: Optional[str]) -> TaskData:
         return self.load_hub() if data.uses_hub(preset, data_dir) else self.load_local(data_dir)
 
-    def validate_data(self, preset: str, data_dir: Optional[str]) -> DataReport:
+    def folds(self, preset: str, data_dir: Optional[str]) -> tuple:
+        """One train/dev split, no cross-validation."""
+        return ()
+
+    def validate_data(self, preset: str, data_dir: Optional[str], fold: Optional[int] = None) -> DataReport:
         """Parse every record of the split files (the hub dataset is only checked when a trial loads it)."""
+        _no_fold(self.label, fold)
         if data.uses_hub(preset, data_dir):
             return self.hub_report()
         return self.load_local(data_dir).report()
 
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
-              data_dir: Optional[str], device: str):
+              data_dir: Optional[str], device: str, fold: Optional[int] = None):
         """Load the data and backbone, tokenize both splits once, return the trial's runtime."""
-        from .backbone import load_backbone, pooling
+        _no_fold(self.label, fold)
+        from smctune.trainables.backbone import load_backbone, pooling
         from .features import encode
         from .runtime import MultipleChoiceRuntime
 
@@ -111,3 +115,8 @@ def first(questions: list, limit: Optional[int], field: str) -> list:
     if limit < 1:
         raise UserError(f"{field} must be at least 1, got {limit}")
     return questions[:limit]
+
+
+def _no_fold(label: str, fold: Optional[int]) -> None:
+    if fold is not None:
+        raise UserError(f"{label} has no cross-validation folds (got fold {fold})")

@@ -1,0 +1,81 @@
+"""Optimiser and learning-rate schedule of a fine-tune, from ``TrainSettings``.
+
+Two task families need different recipes: RoBERTa fine-tunes use fairseq's Adam with decoupled weight
+decay and a linear warmup/decay; the GTS/Graph2Tree code uses ``torch.optim.Adam`` (L2 added to the
+gradient), a separate, much smaller learning rate for the pretrained embedder, and StepLR halving.
+Both are registries so a preset names its recipe instead of the training loop branching on tasks.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import TrainSettings
+from .errors import UserError, choices
+
+OPTIMIZERS: dict[str, type] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
+def _linear(train: TrainSettings) -> Callable[[int], float]:
+    """fairseq's polynomial_decay with power 1: linear warmup, then linear decay to 0 at max_steps."""
+    warmup, total = max(0, train.warmup_steps), max(1, train.max_steps)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _step(train: TrainSettings) -> Callable[[int], float]:
+    """Warmup (if any), then ``lr_gamma ** (step // lr_step_every)``: StepLR counted in updates."""
+    warmup, every, gamma = max(0, train.warmup_steps), train.lr_step_every, train.lr_gamma
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return gamma ** (step // every) if every > 0 else 1.0
+
+    return factor
+
+
+SCHEDULES: dict[str, Callable[[TrainSettings], Callable[[int], float]]] = {
+    "linear": _linear, "step": _step}
+
+
+def check(train: TrainSettings) -> None:
+    """One-line errors for recipe settings, raised in the driver before any trial starts."""
+    if train.optimizer not in OPTIMIZERS:
+        raise UserError(f"train.optimizer: unknown '{train.optimizer}' (valid: {choices(OPTIMIZERS)})")
+    if train.lr_schedule not in SCHEDULES:
+        raise UserError(f"train.lr_schedule: unknown '{train.lr_schedule}' (valid: {choices(SCHEDULES)})")
+    if train.lr_schedule == "step" and train.lr_step_every < 1:
+        raise UserError(f"train.lr_step_every must be at least 1 for lr_schedule 'step', "
+                        f"got {train.lr_step_every}")
+    if not 0 < train.lr_gamma <= 1:
+        raise UserError(f"train.lr_gamma must be in (0, 1], got {train.lr_gamma}")
+    if train.backbone_lr is not None and train.backbone_lr < 0:
+        raise UserError(f"train.backbone_lr must be non-negative, got {train.backbone_lr}")
+
+
+def parameter_groups(model: torch.nn.Module, train: TrainSettings, backbone_prefix: str) -> list[dict]:
+    """One group, or two when the backbone (parameters named ``backbone_prefix``...) has its own lr."""
+    params = list(model.named_parameters())
+    if train.backbone_lr is None or not backbone_prefix:
+        return [{"params": [p for _, p in params], "lr": train.lr}]
+    backbone = [p for name, p in params if name.startswith(backbone_prefix)]
+    rest = [p for name, p in params if not name.startswith(backbone_prefix)]
+    return [group for group in ({"params": rest, "lr": train.lr},
+                                {"params": backbone, "lr": train.backbone_lr}) if group["params"]]
+
+
+def build(model: torch.nn.Module, train: TrainSettings, backbone_prefix: str = ""):
+    """(optimizer, scheduler) for one fine-tune; the schedule scales every group's own lr."""
+    check(train)
+    optimizer = OPTIMIZERS[train.optimizer](
+        parameter_groups(model, train, backbone_prefix), lr=train.lr,
+        betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps, weight_decay=train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[train.lr_schedule](train))
+    return optimizer, scheduler

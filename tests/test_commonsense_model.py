@@ -29,12 +29,7 @@ TASKS = {"csqa": CSQATask, "winogrande": WinoGrandeTask, "race-m": RaceMiddleTas
 BUNDLED = Path(__file__).resolve().parents[1] / "trainables/commonsense/data"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ def build(preset: str, **train_overrides):
     return CSQATask().build(preset=preset, model=settings.model, train=train, data_dir=None, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core box a second spinning
-    OpenMP thread makes steps slower, not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

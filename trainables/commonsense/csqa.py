@@ -66,17 +66,10 @@ class CSQATask(MultipleChoiceTask):
     num_choices = NUM_CHOICES
     bundled = "csqa"
     truncation = "longest_first"
+    split_files = SPLIT_FILES     # the official (or fairseq) file names
 
     def parse_record(self, record: Any, where: str) -> Question:
         return parse_record(record, where)
-
-    def load_directory(self, data_dir: str) -> TaskData:
-        """A user's CSQA directory in the official (or fairseq) layout."""
-        directory = data.data_directory(data_dir)
-        files = {split: data.find_file(directory, names) for split, names in SPLIT_FILES.items()}
-        return TaskData(source=str(directory),
-                        splits={split: data.parse_jsonl_file(path, parse_record) for split, path in files.items()},
-                        files={split: str(path) for split, path in files.items()})
 
     def hub_report(self) -> DataReport:
         return data.hub_report(HUB_DATASET, HUB_SPLITS)

@@ -33,15 +33,25 @@ class MultipleChoiceTask:
     # whichever segment is longer (short pairs: CSQA, WinoGrande); "first" trims only the first
     # segment (RACE's article), never the question and option.
     truncation: str = "longest_first"
+    split_files: dict = {}          # split -> candidate file names in a user's directory
 
     # ------------------------------------------------------------------ hooks
     def parse_record(self, record: Any, where: str) -> Question:
         """One line of the bundled jsonl sample (the task's own official or export layout)."""
         raise NotImplementedError
 
+    def parse_file(self, path) -> list[Question]:
+        """One split file of a user's directory (default: jsonl records through ``parse_record``)."""
+        return data.parse_jsonl_file(path, self.parse_record)
+
     def load_directory(self, data_dir: str) -> TaskData:
-        """A user's directory in one of the task's official layouts."""
-        raise NotImplementedError
+        """A user's directory with one file per split, the first of ``split_files[split]`` found (tasks
+        whose official layout is a tree of files, such as RACE, override this)."""
+        directory = data.data_directory(data_dir)
+        files = {split: data.find_file(directory, names) for split, names in self.split_files.items()}
+        return TaskData(source=str(directory),
+                        splits={split: self.parse_file(path) for split, path in files.items()},
+                        files={split: str(path) for split, path in files.items()})
 
     def load_hub(self) -> TaskData:
         """The full dataset from the hub (``paper`` preset without ``--data-dir``)."""

@@ -116,16 +116,13 @@ class WinoGrandeTask(MultipleChoiceTask):
     num_choices = NUM_CHOICES
     bundled = "winogrande"
     truncation = "longest_first"
+    split_files = SPLIT_FILES
 
     def parse_record(self, record: Any, where: str) -> Question:
         return parse_record(record, where)
 
-    def load_directory(self, data_dir: str) -> TaskData:
-        directory = data.data_directory(data_dir)
-        files = {split: data.find_file(directory, names) for split, names in SPLIT_FILES.items()}
-        return TaskData(source=str(directory),
-                        splits={split: parse_file(path) for split, path in files.items()},
-                        files={split: str(path) for split, path in files.items()})
+    def parse_file(self, path) -> list[Question]:
+        return parse_file(path)
 
     def hub_report(self) -> DataReport:
         return data.hub_report(HUB_DATASET, HUB_SPLITS, HUB_CONFIG)

@@ -316,6 +316,21 @@ def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] =
     return folded_stat(values, counts)
 
 
+def collapsed_layers(run: RunResults, model: Optional[str] = None) -> dict:
+    """``{(method, grid sparsity): sorted layer names}`` that some ok trial left 100 % pruned."""
+    grid = tuple(sorted(run.spec.sparsities))
+    found: dict = {}
+    for trial in _trials_of(run, model):
+        if trial.status != "ok":
+            continue
+        for level in trial.levels:
+            g = _match(float(level["sparsity"]), grid)
+            names = level.get("collapsed_layers") or []
+            if g is not None and names:
+                found.setdefault((trial.method, g), set()).update(names)
+    return {key: sorted(names) for key, names in found.items()}
+
+
 def _method_order(names) -> list:
     from .registry import METHODS, PAPER_METHODS
 
@@ -430,6 +445,7 @@ class Summary:
     failures: tuple            # (trial_id, status, error) of every non-ok trial
     model: Optional[str] = None   # the architecture summarized (sweeps over several: one Summary each)
     folds: tuple = ()
+    collapsed: dict = field(default_factory=dict)   # (method, sparsity) -> layers left 100 % pruned
 
     @property
     def metric_label(self) -> str:
@@ -464,7 +480,7 @@ def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
         seeds=tuple(spec.seeds), dense=dense, chance=chance, methods=methods,
         trials_ok=count["ok"], trials_failed=count["failed"], trials_killed=count["killed"],
         failures=tuple((t.trial_id, t.status, t.error) for t in trials if t.status != "ok"),
-        model=model, folds=tuple(spec.folds),
+        model=model, folds=tuple(spec.folds), collapsed=collapsed_layers(run, model),
     )
 
 

@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a level fails when its metric is below dense by more than this "
                              "(fraction; 0.01 = 1 point, the default)")
 
+    layers = commands.add_parser(
+        "layers", help="per-layer sparsity of finished trials, layers left 100 % pruned flagged",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("smctune layers mawps-20261125-101500 --method omp_before",
+                         "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36"))
+    layers.add_argument("run", help="run directory, or a run name under --storage")
+    layers.add_argument("--storage", default=DEFAULT_STORAGE, help="where run names are looked up")
+    layers.add_argument("--method", help="only this method's trials")
+    layers.add_argument("--sparsity", type=float, help="only levels at this sparsity")
+
     env = commands.add_parser("env", help="versions, devices and Ray resources (for bug reports)",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=_examples("smctune env", "smctune env --ray"))
@@ -270,7 +280,7 @@ def cmd_plan(args) -> int:
 
     spec, space = _resolve(args, for_plan=True)
     task = registry.load_task(spec.task)
-    data = _validate_data(task, spec)
+    data = _validate_data(task, spec, space)
     trials = plan_trials(spec, space)
     preset = space.resolve(spec.preset, spec.models[0] if spec.models else "")
     print(f"preset: {spec.preset} ({spec.preset_reason})")
@@ -316,7 +326,7 @@ def cmd_sweep(args) -> int:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
         task = registry.load_task(spec.task)
-        data = _validate_data(task, spec)
+        data = _validate_data(task, spec, space)
         trials = plan_trials(spec, space)
         run_dir = Path(spec.run_dir)
         _check_writable(run_dir)
@@ -339,9 +349,12 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _validate_data(task, spec):
-    """Parse the data of every fold the sweep runs (one split when the task has no folds); the
-    report of the first describes the sweep's data."""
+def _validate_data(task, spec, space):
+    """Check the family's model settings of every architecture, then parse the data of every fold
+    the sweep runs (one split when the task has no folds); the first fold's report describes it."""
+    for arch in spec.models or ("",):
+        settings = space.resolve(spec.preset, arch)
+        task.check_settings(settings.model, settings.train)
     reports = [task.validate_data(spec.preset, spec.data_dir, fold) for fold in spec.folds or (None,)]
     return reports[0]
 
@@ -380,16 +393,33 @@ def _print_report(run_dir: str, metric: str, tolerance: float):
     return paths
 
 
-def cmd_report(args) -> int:
+def _run_dir(args) -> Path:
     run = Path(args.run)
     if not run.is_dir():
         candidate = Path(args.storage) / args.run
         run = candidate if candidate.is_dir() else run
     if not run.is_dir():
         raise UserError(f"no run directory '{args.run}' (looked in . and {args.storage}/)")
+    return run.resolve()
+
+
+def cmd_report(args) -> int:
+    run = _run_dir(args)
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance}")
-    _print_report(str(run.resolve()), metric=args.metric, tolerance=args.tolerance)
+    _print_report(str(run), metric=args.metric, tolerance=args.tolerance)
+    return 0
+
+
+def cmd_layers(args) -> int:
+    from .analysis import load_run
+    from .report import format_layers
+
+    run = load_run(_run_dir(args))
+    if args.method and args.method not in {t.method for t in run.trials}:
+        raise UserError(f"--method: no trial of '{args.method}' in this run "
+                        f"(valid: {', '.join(sorted({t.method for t in run.trials})) or 'none'})")
+    print(format_layers(run, method=args.method, sparsity=args.sparsity))
     return 0
 
 
@@ -433,7 +463,8 @@ def _version() -> str:
         return "unknown"
 
 
-COMMANDS = {"ls": cmd_ls, "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report, "env": cmd_env}
+COMMANDS = {"ls": cmd_ls, "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report, "layers": cmd_layers,
+            "env": cmd_env}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

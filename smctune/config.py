@@ -141,13 +141,18 @@ class SearchSpace:
         """``prunable.groups``: name -> regexes of the parameters ``--keep-dense <name>`` keeps dense."""
         return dict(self.prunable.get("groups") or {})
 
-    def prunable_rules(self, keep_dense: tuple = ()) -> dict:
+    def prunable_rules(self, keep_dense: tuple = (), method: str = "", faithful: str = "paper") -> dict:
         """The include/exclude rule every trial records: the search space's, plus the exclude regexes
-        of each ``--keep-dense`` group (validated by ``parse_keep_dense``)."""
+        of each ``--keep-dense`` group (validated by ``parse_keep_dense``), plus, under
+        ``--faithful smcbench``, ``prunable.smcbench_exclude[method]``: SMC-Bench's arithmetic code
+        masks a different parameter set for some methods, which its results carry."""
         groups = self.keep_dense_groups()
         exclude = list(self.prunable.get("exclude") or [])
-        for name in keep_dense:
-            exclude += [pattern for pattern in groups[name] if pattern not in exclude]
+        extra = [groups[name] for name in keep_dense]
+        if faithful == "smcbench":
+            extra.append((self.prunable.get("smcbench_exclude") or {}).get(method) or [])
+        for patterns in extra:
+            exclude += [pattern for pattern in patterns if pattern not in exclude]
         return {"include": list(self.prunable.get("include") or []), "exclude": exclude,
                 "keep_dense": list(keep_dense)}
 
@@ -415,15 +420,16 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
     if not isinstance(prunable, dict):
         raise UserError(f"{source}: prunable: expected a mapping with include/exclude lists")
     for key, value in prunable.items():
-        if key not in ("include", "exclude", "groups"):
-            raise UserError(f"{source}: unknown key '{key}' at prunable (valid: include, exclude, groups)")
-        if key == "groups":
+        if key not in ("include", "exclude", "groups", "smcbench_exclude"):
+            raise UserError(f"{source}: unknown key '{key}' at prunable "
+                            "(valid: include, exclude, groups, smcbench_exclude)")
+        if key in ("groups", "smcbench_exclude"):
             if not isinstance(value, dict):
-                raise UserError(f"{source}: prunable.groups must map a group name to a list of regexes")
+                raise UserError(f"{source}: prunable.{key} must map a name to a list of regexes")
             for name, patterns in value.items():
                 if not isinstance(patterns, list) or not patterns or \
                         not all(isinstance(v, str) for v in patterns):
-                    raise UserError(f"{source}: prunable.groups.{name} must be a non-empty list of "
+                    raise UserError(f"{source}: prunable.{key}.{name} must be a non-empty list of "
                                     "regular expressions")
         elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")

@@ -76,6 +76,7 @@ class RecordKeeper:
                 "final": metrics.get(metric), "best": metrics.get("best"),
                 "step": metrics.get("step"), "round": metrics.get("round"),
                 "diverged": bool(metrics.get("diverged")),
+                **layer_summary(metrics.get("layerwise")),
             })
 
     def recovered(self, trial_id: str, error: str) -> None:
@@ -104,3 +105,13 @@ class RecordKeeper:
         self.started(spec)
         self.finished(spec.trial_id, status, error)
 
+
+def layer_summary(layerwise) -> dict:
+    """Per-layer sparsity of a finished level, and the layers it emptied completely: layer collapse
+    (a matrix with no weight left cuts the network) is SMC-Bench's explanation for methods that fall
+    to chance, so the record names the collapsed layers instead of leaving them to the MLflow CSV."""
+    if not layerwise:
+        return {}
+    layers = {name: round((numel - kept) / numel, 6) if numel else 0.0 for name, numel, kept in layerwise}
+    return {"layers": layers,
+            "collapsed_layers": [name for name, numel, kept in layerwise if numel and kept == 0]}

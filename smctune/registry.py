@@ -75,6 +75,12 @@ TASKS: dict[str, TaskEntry] = {
         TaskEntry("race-h", "commonsense", "RACE-H: 4-way reading comprehension, high-school exams "
                   "(no bundled sample: --data-dir)",
                   0.25, "accuracy", "smctune.trainables.commonsense.race:RaceHighTask", "roberta-large"),
+        TaskEntry("mawps", "arithmetic", "MAWPS: math word problems -> prefix equation, 5-fold CV",
+                  0.0, "accuracy", "smctune.trainables.arithmetic.family:MAWPSTask", "gts, graph2tree"),
+        TaskEntry("asdiv-a", "arithmetic", "ASDiv-A: arithmetic word problems -> prefix equation, 5-fold CV",
+                  0.0, "accuracy", "smctune.trainables.arithmetic.family:ASDivATask", "gts, graph2tree"),
+        TaskEntry("svamp", "arithmetic", "SVAMP: train on MAWPS + ASDiv-A, test on SVAMP's varied problems",
+                  0.0, "accuracy", "smctune.trainables.arithmetic.family:SVAMPTask", "gts, graph2tree"),
     )
 }
 

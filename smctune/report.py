@@ -155,6 +155,7 @@ def format_table(summary: Summary) -> str:
     if any(_short(stat, n_seeds) for stat in stats):
         out.append(f"* fewer than the sweep's {n_seeds} seed(s) are ok in this cell "
                    "(failed, killed or not reported; excluded from the mean)")
+    out += collapse_lines(summary)
     if dense_at_chance(summary):
         out.append(f"! dense is at chance level ({100 * dense_mean:.1f}% vs {100 * summary.chance:.1f}%): "
                    "the ✓/✗ marks are noise; a smoke run checks the pipeline, use --preset small or "
@@ -162,11 +163,42 @@ def format_table(summary: Summary) -> str:
     return "\n".join(out)
 
 
+def collapse_lines(summary: Summary, shown: int = 3) -> list:
+    """``⊘`` lines naming the cells whose mask emptied whole layers (layer collapse)."""
+    lines = []
+    for (method, sparsity), names in sorted(summary.collapsed.items()):
+        more = f", +{len(names) - shown} more" if len(names) > shown else ""
+        lines.append(f"⊘ {method} at {sparsity:.3f}: {len(names)} layer{'s' if len(names) != 1 else ''} "
+                     f"100 % pruned ({', '.join(names[:shown])}{more})")
+    return lines
+
+
 def dense_at_chance(summary: Summary) -> bool:
     """A baseline that never left chance (smoke's random-weight models) makes every comparison noise."""
     if summary.dense is None or summary.dense.mean is None or summary.chance is None:
         return False
     return summary.dense.mean <= summary.chance + summary.tolerance
+
+
+def format_layers(run, method: Optional[str] = None, sparsity: Optional[float] = None) -> str:
+    """Per-layer sparsity of every finished level (of ``method``, at ``sparsity``), one block per
+    trial level; ``COLLAPSED`` marks a layer with no weight left."""
+    blocks = []
+    for trial in run.trials:
+        if method and trial.method != method:
+            continue
+        for level in trial.levels:
+            layers = level.get("layers") or {}
+            if not layers or (sparsity is not None and abs(float(level["sparsity"]) - sparsity) > 1e-4):
+                continue
+            width = max(len(name) for name in layers)
+            collapsed = level.get("collapsed_layers") or []
+            head = (f"{trial.trial_id} · level {float(level['sparsity']):.3f} · "
+                    f"{len(collapsed)} of {len(layers)} layers 100 % pruned")
+            rows = [f"  {name.ljust(width)}  {100 * value:6.2f}%" + ("  COLLAPSED" if name in collapsed else "")
+                    for name, value in layers.items()]
+            blocks.append("\n".join([head] + rows))
+    return "\n\n".join(blocks) or "no finished pruned level with per-layer sparsity matches"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,7 +226,8 @@ def results_dict(summary: Summary) -> dict:
         for s in summary.grid:
             entry = _stat_json(method.cells.get(s)) or {"mean": None, "std": None, "n": 0, "values": [],
                                                          "status_counts": {}}
-            per_level[_key(s)] = {"sparsity": s, **entry}
+            per_level[_key(s)] = {"sparsity": s, **entry,
+                                  "collapsed_layers": summary.collapsed.get((method.name, s), [])}
         methods[method.name] = {
             "levels": per_level,
             "failing_sparsity": fail.fails_at,

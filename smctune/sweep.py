@@ -53,7 +53,6 @@ def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
 def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
     """Every trial of the sweep: architectures x seeds x folds x methods x levels (dense first)."""
     cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
-    prunable = space.prunable_rules(sweep.keep_dense)
     methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
     trials = []
     for arch in sweep.models or ("",):
@@ -64,6 +63,7 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
                     spec = registry.method_spec(name)
                     tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful))
                     _check_tunables(spec, tunables, space.source)
+                    prunable = space.prunable_rules(sweep.keep_dense, name, sweep.faithful)
                     common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
                                   model=preset.model, train=preset.train, tunables=tunables,
                                   prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Protocol
 
 from .config import ModelSettings, TrainSettings
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Task(Protocol):
         Runs in the driver before any trial starts, so a bad file fails in seconds, not after Ray
         has scheduled a hundred trials."""
 
+    def check_settings(self, model: ModelSettings, train: TrainSettings) -> None:
+        """Reject family-specific model settings (``model.layers``, ``model.config`` keys) in the
+        driver, with a one-line ``UserError``, before any trial is scheduled."""
+
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
               data_dir: Optional[str], device: str, fold: Optional[int] = None) -> "TaskRuntime":
         """Tokenizer, tensors and model factory for one trial (inside the Ray worker)."""
@@ -62,3 +67,13 @@ class TaskRuntime(Protocol):
     def evaluate(self, model: Any) -> dict:
         """Metrics on the evaluation split: at least ``{<metric>: float, "loss": float}``; the metric
         is a fraction in [0, 1]."""
+
+
+def limited(items: list, limit: Optional[int], field: str) -> list:
+    """The first ``limit`` items (all when ``limit`` is None): ``train.train_limit`` and
+    ``train.eval_limit`` cut every task's splits the same way."""
+    if limit is None:
+        return items
+    if limit < 1:
+        raise UserError(f"{field} must be at least 1, got {limit}")
+    return items[:limit]

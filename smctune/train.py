@@ -286,6 +286,7 @@ class Trial:
                        resumed_from=self.resumed_from)
         if done and mask is not None:
             metrics["layerwise_csv"] = mask.layerwise_csv()
+            metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in mask.layerwise()]
         checkpoint = None
         if not done and optimizer is not None and self._checkpoint_due():
             checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler)

@@ -233,7 +233,7 @@ def test_race_m_bundled_sample():
     task = RaceMiddleTask()
     assert (task.name, task.chance, task.num_choices) == ("race-m", 0.25, 4)
     report = task.validate_data("small", None)
-    assert report.source == "bundled sample" and report.splits == {"train": 601, "dev": 200}
+    assert report.source == "bundled sample" and report.splits == {"train": 1436, "dev": 200}
     loaded = task.load_local(None)
     for questions in loaded.splits.values():
         assert all(len(q.choices) == 4 and 0 <= q.label <= 3 and q.context for q in questions)

@@ -94,7 +94,7 @@ def test_plan_with_keep_dense_and_bad_values():
     assert out.returncode == 0, out.stderr
     assert r"prunable: every matrix, except ^encoder\.embeddings\., ^head\. (--keep-dense embeddings,head)" \
         in out.stdout
-    assert "data: bundled sample (train 601, dev 200)" in out.stdout
+    assert "data: bundled sample (train 1436, dev 200)" in out.stdout
     _assert_user_error(smctune("plan", "csqa", "--preset", "smoke", "--keep-dense", "embedding"),
                        "unknown --keep-dense group 'embedding'", "valid: embeddings, head")
 

@@ -225,10 +225,13 @@ def test_smcbench_keeps_updating_after_three_quarters():
 def test_grad_none_raises_and_leaves_mask():
     model, x, y, mask, opt, enforcer, rigl = setup(update_every=1, end_step=10)
     step_once(model, x, y, opt, enforcer)
-    model[2].weight.grad = None
-    with pytest.raises(UserError, match=r"dense gradient.*2\.weight"):
-        rigl.maybe_update(1)
-    assert enforcer.mask is mask
+    model[2].weight.grad = None  # a tensor outside this step's graph: kept, the others update
+    before = mask["2.weight"].clone()
+    updated = rigl.maybe_update(1)
+    assert torch.equal(updated["2.weight"], before)
+    assert {u.name: u.k for u in rigl.last_update}["2.weight"] == 0
+    assert any(u.k for u in rigl.last_update if u.name != "2.weight")
+    mask = enforcer.mask
     opt.zero_grad(set_to_none=True)
     with pytest.raises(UserError, match="grad is None"):
         rigl.maybe_update(2)

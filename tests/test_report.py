@@ -305,7 +305,8 @@ def test_results_json_schema_and_numbers(tmp_path):
     lth = data["methods"]["lth"]
     assert lth["failing_sparsity"] == 0.5904 and lth["outcome"] == "fails_at"  # 0.75 >= 0.773 - 0.03
     assert lth["levels"]["0.488"] == {"sparsity": 0.488, "mean": pytest.approx(0.75), "std": 0.0, "n": 2,
-                                      "values": [0.75, 0.75], "status_counts": {"ok": 2}}
+                                      "values": [0.75, 0.75], "status_counts": {"ok": 2},
+                                      "collapsed_layers": []}
     gmp = data["methods"]["gmp"]
     assert gmp["failing_sparsity"] == 0.36 and gmp["non_monotone"] is True
     assert gmp["levels"]["0.5904"]["status_counts"] == {"ok": 2, "failed": 1}

@@ -258,19 +258,21 @@ class RigL:
         if grads is None:
             grads = {name: param.grad for name, param, _ in resolved}
         missing = [name for name, _, _ in resolved if grads.get(name) is None]
-        if missing:
+        if missing and len(missing) == len(resolved):
             raise UserError(f"RigL needs the dense gradient of every masked tensor, but .grad is None "
                             f"for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
                             f"(call maybe_update after backward and before zero_grad)")
+        # A tensor can take no part in one step's loss (a tree decoder's Merge when every equation
+        # of the batch has one operator): no gradient says where to grow, so its mask is kept.
         for name, param, _ in resolved:
-            if tuple(grads[name].shape) != tuple(param.shape):
+            if grads.get(name) is not None and tuple(grads[name].shape) != tuple(param.shape):
                 raise UserError(f"gradient for {name!r} has shape {tuple(grads[name].shape)}, "
                                 f"parameter has {tuple(param.shape)}")
         new_masks, stats, reinit = {}, [], []
         for name, param, m in resolved:
             old = m.to(param.device).reshape(-1)
             n_active = int(old.sum())
-            k = self.config.n_swap(fraction, n_active)
+            k = self.config.n_swap(fraction, n_active) if grads.get(name) is not None else 0
             new = old.clone()
             if k:
                 active = old.nonzero().squeeze(1)

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from smctune.config import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import DataReport
+from smctune.task import DataReport, limited
 
 from . import data
 from .data import Question, TaskData
@@ -92,6 +92,14 @@ class MultipleChoiceTask:
             return self.hub_report()
         return self.load_local(data_dir).report()
 
+    def check_settings(self, model: ModelSettings, train: TrainSettings) -> None:
+        from smctune.trainables.backbone import pooling
+
+        pooling(model)
+        if model.layers:
+            raise UserError(f"model.layers: the {self.label} model has no task layers to configure "
+                            f"(got '{sorted(model.layers)[0]}')")
+
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
               data_dir: Optional[str], device: str, fold: Optional[int] = None):
         """Load the data and backbone, tokenize both splits once, return the trial's runtime."""
@@ -102,8 +110,8 @@ class MultipleChoiceTask:
 
         head_pooling = pooling(model)  # a bad model.config fails before the data is read
         loaded = self.load(preset, data_dir)
-        train_questions = first(loaded.splits["train"], train.train_limit, "train.train_limit")
-        dev_questions = first(loaded.splits["dev"], train.eval_limit, "train.eval_limit")
+        train_questions = limited(loaded.splits["train"], train.train_limit, "train.train_limit")
+        dev_questions = limited(loaded.splits["dev"], train.eval_limit, "train.eval_limit")
         if len(train_questions) < train.batch_size:
             raise UserError(f"only {len(train_questions)} training questions for train.batch_size "
                             f"{train.batch_size}: no full batch can be formed")
@@ -116,15 +124,6 @@ class MultipleChoiceTask:
         return MultipleChoiceRuntime(encoder=encoder, train_set=encoded(train_questions),
                                      dev_set=encoded(dev_questions), train=train, device=device,
                                      pooling=head_pooling)
-
-
-def first(questions: list, limit: Optional[int], field: str) -> list:
-    """The first ``limit`` questions (all when ``limit`` is None)."""
-    if limit is None:
-        return questions
-    if limit < 1:
-        raise UserError(f"{field} must be at least 1, got {limit}")
-    return questions[:limit]
 
 
 def _no_fold(label: str, fold: Optional[int]) -> None:

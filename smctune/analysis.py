@@ -212,7 +212,8 @@ def folded_stat(points, status_counts: Optional[Mapping[str, int]] = None) -> Ce
         per_seed.setdefault(seed, []).append(float(value))
         per_fold.setdefault(fold, []).append(float(value))
     stat = cell_stat([math.fsum(v) / len(v) for v in per_seed.values()], status_counts)
-    by_fold = {fold: math.fsum(v) / len(v) for fold, v in sorted(per_fold.items(), key=lambda kv: kv[0])}
+    by_fold = {fold: math.fsum(v) / len(v)
+               for fold, v in sorted(per_fold.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}
     return CellStat(stat.mean, stat.std, stat.n, stat.values, stat.status_counts, by_fold)
 
 

@@ -297,6 +297,10 @@ def cmd_plan(args) -> int:
     print("prunable: " + (f"matching {', '.join(rules['include'])}" if rules["include"] else "every matrix")
           + (f", except {', '.join(rules['exclude'])}" if rules["exclude"] else "")
           + (f" (--keep-dense {','.join(spec.keep_dense)})" if spec.keep_dense else ""))
+    if spec.faithful == "smcbench":
+        for name, patterns in sorted((space.prunable.get("smcbench_exclude") or {}).items()):
+            if name in spec.methods:
+                print(f"  {name} (--faithful smcbench) also keeps dense: {', '.join(patterns)}")
     print(f"resources per trial: cpu {preset.resources.cpu:g}, gpu {preset.resources.gpu:g}")
     fine_tunes = 0
     for stage in (1, 2):
@@ -352,8 +356,11 @@ def cmd_sweep(args) -> int:
 def _validate_data(task, spec, space):
     """Check the family's model settings of every architecture, then parse the data of every fold
     the sweep runs (one split when the task has no folds); the first fold's report describes it."""
+    from . import optim
+
     for arch in spec.models or ("",):
         settings = space.resolve(spec.preset, arch)
+        optim.check(settings.train)
         task.check_settings(settings.model, settings.train)
     reports = [task.validate_data(spec.preset, spec.data_dir, fold) for fold in spec.folds or (None,)]
     return reports[0]

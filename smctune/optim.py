@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
 from .config import TrainSettings
 from .errors import UserError, choices
 
-OPTIMIZERS: dict[str, type] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+# Names in ``torch.optim``; looked up at build time so the driver can ``check`` without torch.
+OPTIMIZERS: dict[str, str] = {"adamw": "AdamW", "adam": "Adam"}
 
 
 def _linear(train: TrainSettings) -> Callable[[int], float]:
@@ -60,7 +59,7 @@ def check(train: TrainSettings) -> None:
         raise UserError(f"train.backbone_lr must be non-negative, got {train.backbone_lr}")
 
 
-def parameter_groups(model: torch.nn.Module, train: TrainSettings, backbone_prefix: str) -> list[dict]:
+def parameter_groups(model, train: TrainSettings, backbone_prefix: str) -> list[dict]:
     """One group, or two when the backbone (parameters named ``backbone_prefix``...) has its own lr."""
     params = list(model.named_parameters())
     if train.backbone_lr is None or not backbone_prefix:
@@ -71,10 +70,12 @@ def parameter_groups(model: torch.nn.Module, train: TrainSettings, backbone_pref
                                 {"params": backbone, "lr": train.backbone_lr}) if group["params"]]
 
 
-def build(model: torch.nn.Module, train: TrainSettings, backbone_prefix: str = ""):
+def build(model, train: TrainSettings, backbone_prefix: str = ""):
     """(optimizer, scheduler) for one fine-tune; the schedule scales every group's own lr."""
+    import torch
+
     check(train)
-    optimizer = OPTIMIZERS[train.optimizer](
+    optimizer = getattr(torch.optim, OPTIMIZERS[train.optimizer])(
         parameter_groups(model, train, backbone_prefix), lr=train.lr,
         betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[train.lr_schedule](train))

@@ -59,13 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "--mlflow-uri http://mlflow:5000"))
         _sweep_arguments(cmd)
 
-    report = commands.add_parser(
-        "report", help="print the method x sparsity table, write results.json and the PNG curves",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_examples("smctune report smctune_runs/csqa-20261122-101500",
-                         "smctune report csqa-20261122-101500 --metric final --tolerance 0.02"))
-    report.add_argument("run", help="run directory, or a run name under --storage")
-    report.add_argument("--storage", default=DEFAULT_STORAGE, help="where run names are looked up")
+    report = _run_command(commands, "report",
+                          "print the method x sparsity table, write results.json and the PNG curves",
+                          "smctune report smctune_runs/csqa-20261122-101500",
+                          "smctune report csqa-20261122-101500 --metric final --tolerance 0.02")
     report.add_argument("--metric", choices=("best", "final"), default="best",
                         help="best over evaluations at the target sparsity (SMC-Bench's protocol) or "
                              "the final evaluation (default: best)")
@@ -73,13 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a level fails when its metric is below dense by more than this "
                              "(fraction; 0.01 = 1 point, the default)")
 
-    layers = commands.add_parser(
-        "layers", help="per-layer sparsity of finished trials, layers left 100 % pruned flagged",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_examples("smctune layers mawps-20261125-101500 --method omp_before",
-                         "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36"))
-    layers.add_argument("run", help="run directory, or a run name under --storage")
-    layers.add_argument("--storage", default=DEFAULT_STORAGE, help="where run names are looked up")
+    layers = _run_command(commands, "layers",
+                          "per-layer sparsity of finished trials, layers left 100 % pruned flagged",
+                          "smctune layers mawps-20261125-101500 --method omp_before",
+                          "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36")
     layers.add_argument("--method", help="only this method's trials")
     layers.add_argument("--sparsity", type=float, help="only levels at this sparsity")
 
@@ -89,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--ray", action="store_true",
                      help="also start (or connect to RAY_ADDRESS) Ray and list its resources")
     return parser
+
+
+def _run_command(commands, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+    """A command that reads one finished (or running) run directory."""
+    cmd = commands.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=_examples(*examples))
+    cmd.add_argument("run", help="run directory, or a run name under --storage")
+    cmd.add_argument("--storage", default=DEFAULT_STORAGE, help="where run names are looked up")
+    return cmd
 
 
 def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ Pure computation: no plotting, no torch, no ray. ``report.py`` formats what ``su
 Definitions (the report states them too):
 
 * A *cell* is (method, grid sparsity). Its value is the mean over seeds of the level metric (``best``
-  over evaluations or ``final``) of the trials with ``status == "ok"``; failed and killed trials are
+  over evaluations or ``final``) of the trials with ``status`` ``ok`` or ``collapsed`` (stopped early
+  because the network collapsed: a result, at the value where it stopped); failed and killed trials are
   counted in ``status_counts`` but never enter the mean. ``std`` is the sample standard deviation
   (ddof=1); 0.0 for a single seed, ``None`` without values.
 * With cross-validation folds, a seed's value is first averaged over its folds (macro mean; SMC-Bench
@@ -34,7 +35,8 @@ from .errors import UserError
 
 METRIC_KINDS = ("best", "final")
 METRIC_KIND_LABELS = {"best": "best over evaluations", "final": "final evaluation"}
-STATUSES = ("ok", "failed", "killed")
+STATUSES = ("ok", "collapsed", "failed", "killed")
+RESULT_STATUSES = ("ok", "collapsed")   # statuses whose levels are measurements
 LEVEL_TOL = 1e-4      # matching a trial level to a grid sparsity
 COMPARE_EPS = 1e-9    # float slack so "exactly dense - tolerance" never fails by rounding
 DENSE = "dense"
@@ -182,12 +184,17 @@ class CellStat:
 
     @property
     def all_failed(self) -> bool:
-        """Trials ran for this cell, and none of them is ok."""
-        return sum(self.status_counts.values()) > 0 and not self.status_counts.get("ok")
+        """Trials ran for this cell, and none of them gave a result."""
+        return sum(self.status_counts.values()) > 0 and not any(self.status_counts.get(s)
+                                                                  for s in RESULT_STATUSES)
 
     @property
     def some_failed(self) -> bool:
-        return any(self.status_counts.get(s) for s in STATUSES if s != "ok")
+        return any(self.status_counts.get(s) for s in STATUSES if s not in RESULT_STATUSES)
+
+    @property
+    def some_collapsed(self) -> bool:
+        return bool(self.status_counts.get("collapsed"))
 
 
 def cell_stat(values, status_counts: Optional[Mapping[str, int]] = None) -> CellStat:
@@ -285,12 +292,13 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
         for trial in trials:
             if trial.method != method:
                 continue
-            if trial.status == "ok":
+            if trial.status in RESULT_STATUSES:
                 for level in trial.levels:
                     g = _match(float(level["sparsity"]), grid)
                     if g is None:
                         continue
-                    counts[g]["ok"] = counts[g].get("ok", 0) + 1
+                    status = "collapsed" if trial.status == "collapsed" and level.get("collapsed") else "ok"
+                    counts[g][status] = counts[g].get(status, 0) + 1
                     if _is_number(level.get(metric)):
                         values[g].append((trial.seed, trial.fold, level[metric]))
             else:
@@ -309,7 +317,7 @@ def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] =
     values, counts = [], {}
     for trial in dense:
         counts[trial.status] = counts.get(trial.status, 0) + 1
-        if trial.status != "ok" or not trial.levels:
+        if trial.status not in RESULT_STATUSES or not trial.levels:
             continue
         level = min(trial.levels, key=lambda lv: abs(float(lv["sparsity"])))
         if _is_number(level.get(metric)):
@@ -322,7 +330,7 @@ def collapsed_layers(run: RunResults, model: Optional[str] = None) -> dict:
     grid = tuple(sorted(run.spec.sparsities))
     found: dict = {}
     for trial in _trials_of(run, model):
-        if trial.status != "ok":
+        if trial.status not in RESULT_STATUSES:
             continue
         for level in trial.levels:
             g = _match(float(level["sparsity"]), grid)
@@ -443,7 +451,8 @@ class Summary:
     trials_ok: int
     trials_failed: int
     trials_killed: int
-    failures: tuple            # (trial_id, status, error) of every non-ok trial
+    failures: tuple            # (trial_id, status, error) of every failed or killed trial
+    trials_collapsed: int = 0
     model: Optional[str] = None   # the architecture summarized (sweeps over several: one Summary each)
     folds: tuple = ()
     collapsed: dict = field(default_factory=dict)   # (method, sparsity) -> layers left 100 % pruned
@@ -480,7 +489,8 @@ def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
         metric=metric, metric_name=metric_name, tolerance=float(tolerance), grid=grid,
         seeds=tuple(spec.seeds), dense=dense, chance=chance, methods=methods,
         trials_ok=count["ok"], trials_failed=count["failed"], trials_killed=count["killed"],
-        failures=tuple((t.trial_id, t.status, t.error) for t in trials if t.status != "ok"),
+        trials_collapsed=count["collapsed"],
+        failures=tuple((t.trial_id, t.status, t.error) for t in trials if t.status not in RESULT_STATUSES),
         model=model, folds=tuple(spec.folds), collapsed=collapsed_layers(run, model),
     )
 

@@ -91,6 +91,21 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class StopSettings:
+    """When a pruned trial counts as *collapsed* and stops early (see ``smctune.collapse``). A loss
+    that is no longer finite always does; the other two rules are per preset because they depend on
+    how noisy the evaluation is and on the architecture."""
+
+    chance_evals: int = 0          # consecutive evaluations at chance that stop a trial; 0 = off
+    chance_margin: float = 0.01    # "at chance" = metric <= chance + margin (dev-set noise)
+    after_fraction: float = 0.5    # only evaluations after this fraction of the steps count
+    # Regexes of matrices the network cannot route around (the word embeddings, the first LSTM input
+    # matrix): a mask that empties one of them has cut the input off. Most matrices are not like that
+    # (a residual stream bypasses an empty attention or FFN matrix), so the default is none.
+    empty_layers: tuple = ()
+
+
+@dataclass(frozen=True)
 class PresetSettings:
     """Everything a preset fixes for one task: model, training budget, resources and per-method overrides."""
 
@@ -98,6 +113,7 @@ class PresetSettings:
     train: TrainSettings = field(default_factory=TrainSettings)
     resources: Resources = field(default_factory=Resources)
     methods: dict = field(default_factory=dict)
+    stop: StopSettings = field(default_factory=StopSettings)
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,7 @@ class TrialSpec:
     cache_root: str
     levels: tuple = ()
     fold: Optional[int] = None
+    stop: StopSettings = field(default_factory=StopSettings)
 
     @property
     def trial_id(self) -> str:
@@ -416,6 +433,10 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
             raise UserError(f"{source}: unknown key '{name}' at presets (valid: {', '.join(PRESET_NAMES)})")
     data["presets"] = {name: build(PresetSettings, value or {}, f"{source}: presets.{name}")
                        for name, value in presets.items()}
+    from .collapse import check as check_stop
+
+    for name, preset in data["presets"].items():
+        check_stop(preset.stop, f"{source}: presets.{name}")
     prunable = data.get("prunable") or {}
     if not isinstance(prunable, dict):
         raise UserError(f"{source}: prunable: expected a mapping with include/exclude lists")

@@ -71,7 +71,7 @@ class ProgressPrinter:
         if status == "ok":
             name = last.get("metric_name", "accuracy")
             cached = " (cached)" if last.get("cached") else ""
-            diverged = " DIVERGED (loss not finite)" if last.get("diverged") else ""
+            diverged = f" COLLAPSED ({last['collapsed']})" if last.get("collapsed") else ""
             self._line(f"{self._count()} done    {describe(spec)}: {name} "
                        f"{100 * last.get(name, float('nan')):.1f}% (best {100 * last.get('best', float('nan')):.1f}%), "
                        f"sparsity {last.get('sparsity', 0):.3f}, {seconds:.1f}s{cached}{diverged}")

@@ -15,17 +15,20 @@ from typing import Optional
 from .config import TrialSpec
 
 STATUS_OK, STATUS_FAILED, STATUS_KILLED = "ok", "failed", "killed"
+# A trial stopped early because its network collapsed (``smctune.collapse``): a result, not an error.
+STATUS_COLLAPSED = "collapsed"
+FINISHED_STATUSES = (STATUS_OK, STATUS_COLLAPSED)
 
 
 def finished_ids(run_dir: str | os.PathLike) -> set[str]:
-    """Trials whose record says ``ok``: a rerun of the sweep leaves them alone."""
+    """Trials whose record says ``ok`` or ``collapsed``: a rerun of the sweep leaves them alone."""
     done = set()
     for path in Path(run_dir, "results").glob("*.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("status") == STATUS_OK:
+        if record.get("status") in FINISHED_STATUSES:
             done.add(record["trial_id"])
     return done
 
@@ -58,6 +61,8 @@ class RecordKeeper:
         record["metric"] = metric
         record["cached"] = bool(metrics.get("cached"))
         record["resumed_from"] = max(record["resumed_from"], int(metrics.get("resumed_from") or 0))
+        if metrics.get("collapsed"):
+            record["collapse_reason"] = metrics["collapsed"]
         if record["history"] and metrics["global_step"] <= record["history"][-1]["global_step"] \
                 and metrics.get("round") == record["history"][-1].get("round"):
             # a retried trial replays from its checkpoint: drop the rows it will report again
@@ -76,6 +81,7 @@ class RecordKeeper:
                 "final": metrics.get(metric), "best": metrics.get("best"),
                 "step": metrics.get("step"), "round": metrics.get("round"),
                 "diverged": bool(metrics.get("diverged")),
+                "collapsed": metrics.get("collapsed") or None,
                 **layer_summary(metrics.get("layerwise")),
             })
 
@@ -92,6 +98,8 @@ class RecordKeeper:
         record = self.open.pop(trial_id, None)
         if record is None:
             return None
+        if status == STATUS_OK and record.get("collapse_reason"):
+            status = STATUS_COLLAPSED
         record["status"], record["error"] = status, error
         record["wall_s"] = round(time.time() - record.pop("_t0"), 3)
         path = self.directory / f"{trial_id}.json"

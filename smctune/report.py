@@ -23,6 +23,7 @@ PLOT_FILE = "curves.png"
 MARK_OK = "✓"
 MARK_FAIL = "✗"
 MISSING = "—"
+COLLAPSED_MARK = "†"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def format_cell(stat: Optional[CellStat], dense_mean: Optional[float], tolerance
             return "killed" if set(stat.status_counts) == {"killed"} else "failed"
         return MISSING
     text = _stat_text(stat)
+    if stat.some_collapsed:
+        text += COLLAPSED_MARK
     if _short(stat, expected_n):
         text += "*"
     failing = is_failing(stat.mean, dense_mean, tolerance)
@@ -114,6 +117,8 @@ def footer(summary: Summary) -> str:
     trials = f"{summary.trials_ok} ok, {summary.trials_failed} failed"
     if summary.trials_killed:
         trials += f", {summary.trials_killed} killed"
+    if summary.trials_collapsed:
+        trials += f", {summary.trials_collapsed} collapsed"
     return (f"{dense} | tolerance {100 * summary.tolerance:g} pt ({MARK_FAIL} = below dense − tolerance) | "
             f"metric: {summary.metric_name}, {summary.metric_label} | chance {chance} | trials: {trials}")
 
@@ -155,6 +160,9 @@ def format_table(summary: Summary) -> str:
     if any(_short(stat, n_seeds) for stat in stats):
         out.append(f"* fewer than the sweep's {n_seeds} seed(s) are ok in this cell "
                    "(failed, killed or not reported; excluded from the mean)")
+    if summary.trials_collapsed:
+        out.append(f"{COLLAPSED_MARK} a trial of this cell collapsed and stopped early (at chance for "
+                   "several evaluations, loss not finite, or an empty layer): its value is where it stopped")
     out += collapse_lines(summary)
     if dense_at_chance(summary):
         out.append(f"! dense is at chance level ({100 * dense_mean:.1f}% vs {100 * summary.chance:.1f}%): "
@@ -255,7 +263,8 @@ def results_dict(summary: Summary) -> dict:
         "chance": summary.chance,
         "methods": methods,
         "method_order": [m.name for m in summary.methods],
-        "trials": {"ok": summary.trials_ok, "failed": summary.trials_failed,
+        "trials": {"ok": summary.trials_ok, "collapsed": summary.trials_collapsed,
+                   "failed": summary.trials_failed,
                    "killed": summary.trials_killed,
                    "failures": [{"trial_id": t, "status": s, "error": e} for t, s, e in summary.failures]},
     }

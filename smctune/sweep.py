@@ -67,7 +67,7 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
                     common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
                                   model=preset.model, train=preset.train, tunables=tunables,
                                   prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,
-                                  fold=fold)
+                                  fold=fold, stop=preset.stop)
                     trials.extend(_method_trials(spec, tunables, sweep.sparsities, common))
     return trials
 

@@ -95,6 +95,8 @@ class MLflowTracker:
                  if isinstance(value, (int, float)) and math.isfinite(float(value))]
         if batch:
             self.client.log_batch(run_id, metrics=batch)
+        if metrics.get("collapsed"):
+            self.client.set_tag(run_id, "collapsed", str(metrics["collapsed"])[:500])
         if metrics.get("layerwise_csv"):
             level = metrics.get("level") or 0.0
             suffix = f"_round{metrics['round']}" if metrics.get("round") is not None else ""

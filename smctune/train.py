@@ -24,6 +24,7 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from . import optim, registry
+from .collapse import LOSS_NOT_FINITE, at_chance_reason, empty_layer_reason
 from .config import TrialSpec
 from .dense_cache import DenseCache
 from .pruning import GMPSchedule, Mask, SparseTraining, compute_mask, imp_sparsity, prune
@@ -214,7 +215,8 @@ class Trial:
 
     def _fine_tune(self, mask: Optional[Mask], level: LevelState, restored: Optional[dict],
                    gmp: Optional[GMPSchedule] = None, rigl: Optional[dict] = None) -> bool:
-        """Train ``level`` to ``max_steps``; False when the loss stopped being finite."""
+        """Train ``level`` to ``max_steps``; False when the trial collapsed (loss not finite, or a rule
+        of ``spec.stop``) and must not go on."""
         train = self.spec.train
         self.model.train()
         optimizer, scheduler = optim.build(self.model, train,
@@ -236,7 +238,7 @@ class Trial:
             loss = self.runtime.loss(self.model, next(batches))
             if not torch.isfinite(loss):
                 self._report_eval(level, mask, math.nan, diverged=True)
-                return False
+                return False  # collapsed: a loss that is not finite never recovers
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if sparse is not None:
@@ -255,14 +257,17 @@ class Trial:
             running_loss += loss.item()
             running_n += 1
             if level.step % train.eval_every == 0 or level.step == train.max_steps:
-                self._report_eval(level, mask, running_loss / running_n, gmp=gmp,
-                                  optimizer=optimizer, scheduler=scheduler)
+                collapsed = self._report_eval(level, mask, running_loss / running_n, gmp=gmp,
+                                              optimizer=optimizer, scheduler=scheduler)
                 running_loss, running_n = 0.0, 0
+                if collapsed:
+                    return False
         return True
 
     def _report_eval(self, level: LevelState, mask: Optional[Mask], train_loss: float, *,
                      gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None,
-                     diverged: bool = False) -> None:
+                     diverged: bool = False) -> Optional[str]:
+        """Evaluate, record and report one evaluation; returns why the trial collapsed, if it did."""
         train = self.spec.train
         scores = {self.metric: float("nan"), "loss": float("nan")} if diverged \
             else self.runtime.evaluate(self.model)
@@ -279,20 +284,38 @@ class Trial:
                "train_loss": train_loss, "sparsity": sparsity, "sparsity_all": sparsity_all,
                "round": level.round, "level": level.target}
         level.history.append(row)
-        done = diverged or level.step >= train.max_steps
+        layerwise = mask.layerwise() if mask is not None else []
+        collapsed = self._collapse_reason(level, layerwise, diverged, at_target)
+        done = diverged or bool(collapsed) or level.step >= train.max_steps
         metrics = dict(row, best=level.best if level.best > float("-inf") else scores[self.metric],
                        level_done=done, diverged=diverged, metric_name=self.metric,
                        dense_key=self.dense_key, global_step=self._global_step(level),
-                       resumed_from=self.resumed_from)
+                       resumed_from=self.resumed_from, collapsed=collapsed)
         if done and mask is not None:
             metrics["layerwise_csv"] = mask.layerwise_csv()
-            metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in mask.layerwise()]
+            metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]
         checkpoint = None
         if not done and optimizer is not None and self._checkpoint_due():
             checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler)
         self.reporter.report(metrics, checkpoint_dir=checkpoint)
         if checkpoint:
             shutil.rmtree(checkpoint, ignore_errors=True)
+        return collapsed
+
+    def _collapse_reason(self, level: LevelState, layerwise: list, diverged: bool,
+                         at_target: bool) -> Optional[str]:
+        """Why this evaluation ends the trial as collapsed (``smctune.collapse``); the dense baseline
+        only collapses by a non-finite loss: every "after" method needs it, even at chance."""
+        if diverged:
+            return LOSS_NOT_FINITE
+        if self.method.schedule == "none":
+            return None
+        stop = self.spec.stop
+        reason = empty_layer_reason(stop, layerwise)
+        if reason is None and at_target:  # GMP: judge the network only once it reached its sparsity
+            reason = at_chance_reason(stop, level.history, self.metric, self.task.chance,
+                                      self.spec.train.max_steps)
+        return reason
 
     def _global_step(self, level: LevelState) -> int:
         return ((level.round or 1) - 1) * self.spec.train.max_steps + level.step

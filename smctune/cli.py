@@ -71,11 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "(fraction; 0.01 = 1 point, the default)")
 
     layers = _run_command(commands, "layers",
-                          "per-layer sparsity of finished trials, layers left 100 % pruned flagged",
+                          "per-layer sparsity of finished trials, fully pruned layers flagged",
                           "smctune layers mawps-20261125-101500 --method omp_before",
                           "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36")
     layers.add_argument("--method", help="only this method's trials")
     layers.add_argument("--sparsity", type=float, help="only levels at this sparsity")
+
+    _run_command(commands, "status",
+                 "per cell: finished, running, pending (and for what), failed, collapsed; no Ray needed",
+                 "smctune status csqa-20261122-101500",
+                 "smctune status smctune_runs/mawps-20261125-101500")
 
     env = commands.add_parser("env", help="versions, devices and Ray resources (for bug reports)",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -433,6 +438,13 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .status import format_status, read_status
+
+    print(format_status(read_status(_run_dir(args))))
+    return 0
+
+
 def cmd_env(args) -> int:
     import importlib.metadata as md
     import platform
@@ -474,7 +486,7 @@ def _version() -> str:
 
 
 COMMANDS = {"ls": cmd_ls, "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report, "layers": cmd_layers,
-            "env": cmd_env}
+            "env": cmd_env, "status": cmd_status}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -18,6 +18,7 @@ and, if still broken, its trials are reported ``unknown`` rather than failing th
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import time
@@ -102,6 +103,9 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
     preset_resources = _preset_resources(space, spec.preset)
     records = _read_records(run_dir / "results")
     stages = {stage: read_ray_stage(run_dir / "ray" / f"stage{stage}") for stage in (1, 2)}
+    if stages[1].path and stages[2].path and stages[1].path.name > stages[2].path.name:
+        # a rerun of the sweep is in stage 1 again: the stage-2 state is the previous run's
+        stages[2] = RayStage(path=None)
 
     trials = []
     for t in planned:
@@ -110,13 +114,14 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
             arch=t.model.arch, fold=t.fold, stage=stage_of(t), resources=dict(preset_resources),
             max_steps=t.train.max_steps, rounds=len(t.levels)))
     known = {t.trial_id for t in trials}
-    for trial_id, record in sorted(records.items()):   # records the plan does not know (kept visible)
+    for trial_id, (record, _) in sorted(records.items()):   # records the plan does not know
         if trial_id not in known and isinstance(record, dict):
+            sparsity = record.get("sparsity")
             trials.append(TrialStatus(
                 trial_id=trial_id, method=str(record.get("method") or "?"),
-                sparsity=record.get("sparsity"), seed=record.get("seed") or 0,
-                arch=record.get("model") or "", fold=record.get("fold"),
-                stage=0, resources=dict(preset_resources)))
+                sparsity=float(sparsity) if _int(sparsity, None) is not None else None,
+                seed=_int(record.get("seed")), arch=str(record.get("model") or ""),
+                fold=_int(record.get("fold"), None), stage=0, resources=dict(preset_resources)))
 
     for trial in trials:
         _settle(trial, records, stages.get(trial.stage))
@@ -147,8 +152,7 @@ def _preset_resources(space, preset: str) -> dict:
 
 
 def _read_records(directory: Path) -> dict:
-    """trial id -> record (or ``None`` when unreadable), and (trial id, "mtime") -> its mtime.
-    Records are written atomically (``.json.tmp`` then rename), so a broken one is damage, not a
+    """trial id -> (record, or ``None`` when unreadable; its mtime). Records are written atomically (``.json.tmp`` then rename), so a broken one is damage, not a
     write in progress; it is reported, never fatal."""
     records: dict = {}
     if not directory.is_dir():
@@ -163,8 +167,7 @@ def _read_records(directory: Path) -> dict:
             record = None
         trial_id = record.get("trial_id") if record and isinstance(record.get("trial_id"), str) \
             else path.stem
-        records[trial_id] = record
-        records[(trial_id, "mtime")] = mtime
+        records[trial_id] = (record, mtime)
     return records
 
 
@@ -259,8 +262,6 @@ def _bundle_resources(hex_pickle) -> dict:
     if not isinstance(hex_pickle, str):
         return {}
     try:
-        import io
-
         obj = _ResourceUnpickler(io.BytesIO(bytes.fromhex(hex_pickle))).load()
         bundles = obj.state["_bundles"]
         totals = {"cpu": 0.0, "gpu": 0.0}
@@ -278,24 +279,24 @@ def _bundle_resources(hex_pickle) -> dict:
 
 def _settle(trial: TrialStatus, records: dict, stage: Optional[RayStage]) -> None:
     """A record decides, unless it is a failed/killed one that a newer Ray session is retrying."""
-    record = records.get(trial.trial_id)
-    record_mtime = records.get((trial.trial_id, "mtime"), 0.0)
+    record, record_mtime = records.get(trial.trial_id, (None, 0.0))
     ray = stage.trials.get(trial.trial_id) if stage else None
     if ray and ray.resources:
         trial.resources = dict(ray.resources)
     status = record.get("status") if isinstance(record, dict) else None
-    retried = ray is not None and ray.status in ("PENDING", "RUNNING", "PAUSED") \
-        and stage.mtime > record_mtime
+    retried = status in ("failed", "killed") and ray is not None \
+        and ray.status in ("PENDING", "RUNNING", "PAUSED") and stage.mtime > record_mtime
     if status in ("ok", "collapsed") or (status in ("failed", "killed") and not retried):
         _from_record(trial, record)
         return
     if ray is not None:
-        _from_ray(trial, ray, stage)
+        _from_ray(trial, ray)
         if retried:
             trial.detail = (trial.detail + f"; last attempt {status}").lstrip("; ")
         return
-    if trial.trial_id in records and record is None:
-        trial.state, trial.detail = "unknown", "record unreadable"
+    if trial.trial_id in records:
+        trial.state = "unknown"
+        trial.detail = "record unreadable" if record is None else f"record status {status!r}"
         return
     if stage is not None and stage.path is not None and not stage.readable:
         trial.state, trial.detail = "unknown", "Ray state unreadable (being written?); try again"
@@ -324,7 +325,7 @@ def _from_record(trial: TrialStatus, record: dict) -> None:
         trial.detail = str(record.get("error") or "")
 
 
-def _from_ray(trial: TrialStatus, ray: RayTrial, stage: RayStage) -> None:
+def _from_ray(trial: TrialStatus, ray: RayTrial) -> None:
     retry = f"retry {ray.num_failures}/{ray.max_failures}" if ray.num_failures else ""
     if ray.status == "RUNNING":
         trial.state = "running"
@@ -365,8 +366,12 @@ def _explain_waiting(trials: list, stages: dict, spec: SweepSpec) -> None:
             trial.detail = "its dense baseline failed: stage 2 will record it failed"
             continue
         if not known:
-            started = stages.get(trial.stage, RayStage(None)).path is not None
-            trial.detail = "not yet queued in Ray" if started else "not started (run the sweep)"
+            if stages.get(trial.stage, RayStage(None)).path is None:
+                trial.detail = "not started (run the sweep)"
+            elif spec.max_concurrent:   # Tune creates trials only as --max-concurrent slots free
+                trial.detail = f"--max-concurrent {spec.max_concurrent}: queued when a slot frees"
+            else:
+                trial.detail = "not yet queued in Ray"
             continue
         need = format_resources(trial.resources)
         if trial.detail == "queued in Ray":
@@ -451,8 +456,9 @@ def format_status(status: RunStatus) -> str:
     spec = status.spec
     lines = [f"run {spec.name} · {spec.task} · preset {spec.preset} · {len(status.trials)} trials"]
     ray_notes = []
+    open_trials = any(t.state in ("running", "pending", "unknown") for t in status.trials)
     for number, stage in sorted(status.stages.items()):
-        if stage.path is None:
+        if stage.path is None or not open_trials:
             continue
         if not stage.readable:
             ray_notes.append(f"stage {number} unreadable")
@@ -491,7 +497,7 @@ def _detail_lines(status: RunStatus) -> list:
     for trial in status.trials:
         if trial.state == "pending":
             groups.setdefault((trial.stage, trial.detail), []).append(trial)
-    for (stage, detail), chosen in groups.items():
+    for (stage, detail), chosen in sorted(groups.items(), key=lambda item: item[0][0]):
         where = f" (stage {stage})" if stage else ""
         lines.append(f"{'pending':<9}  {len(chosen):>3} trial{'s' if len(chosen) != 1 else ' '}"
                      f"{where}: {detail or 'waiting'}")

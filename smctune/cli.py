@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"smctune {name} csqa --methods all --preset paper --storage /nfs/runs "
                              "--mlflow-uri http://mlflow:5000"))
         _sweep_arguments(cmd)
+        if name == "plan":
+            cmd.add_argument("--step-seconds", metavar="S",
+                             help="seconds per training step for the time estimate, instead of the "
+                                  "search space's step_seconds table (evaluation and setup times "
+                                  "still come from the table)")
 
     report = _run_command(commands, "report",
                           "print the method x sparsity table, write results.json and the PNG curves",
@@ -69,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tolerance", type=float, default=0.01,
                         help="a level fails when its metric is below dense by more than this "
                              "(fraction; 0.01 = 1 point, the default)")
+
+    resume = _run_command(commands, "resume",
+                          "continue an interrupted sweep from its run directory (finished trials are "
+                          "not run again)",
+                          "smctune resume csqa-20261122-101500",
+                          "smctune resume /mnt/smctune/runs/csqa-paper --restart-errored")
+    resume.add_argument("--restart-errored", action="store_true",
+                        help="also run again the trials that failed (default: keep their failure)")
+    resume.add_argument("--shared-storage", action="store_true",
+                        help="the run directory is on storage every node mounts (multi-node clusters)")
+    noise = resume.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="only errors and the final table")
+    noise.add_argument("-v", "--verbose", action="store_true", help="also one line per evaluation")
 
     layers = _run_command(commands, "layers",
                           "per-layer sparsity of finished trials, fully pruned layers flagged",
@@ -126,6 +144,10 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="paper (default): every method as its paper describes it; smcbench: "
                           "reproduce SMC-Bench's code where it departs from the papers (see the "
                           "README table); recorded in every trial's tunables")
+    cmd.add_argument("--gpus-per-trial", metavar="X",
+                     help="GPUs per trial for every trial, instead of the preset's (a number >= 0; "
+                          "fractions share a GPU, e.g. 0.25 = four trials per GPU; above 1 whole "
+                          "GPUs); recorded in sweep.json")
     cmd.add_argument("--max-concurrent", type=int, default=0,
                      help="at most this many trials at once (default: as resources allow)")
     cmd.add_argument("--max-failures", type=int, default=2,
@@ -135,6 +157,10 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--name", help="run name (default <task>-<timestamp>); rerunning a name "
                      "continues that sweep and skips its finished trials")
     cmd.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite file in the run dir)")
+    cmd.add_argument("--shared-storage", action="store_true",
+                     help="declare that --storage is mounted at the same path on every node of the "
+                          "Ray cluster (needed on a multi-node cluster when smctune cannot see a "
+                          "network filesystem there in /proc/mounts)")
     noise = cmd.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="only errors and the final table")
     noise.add_argument("-v", "--verbose", action="store_true", help="also one line per evaluation")
@@ -189,6 +215,7 @@ def _resolve(args, *, for_plan: bool):
         raise UserError(f"unknown --faithful '{args.faithful}' (valid: {', '.join(FAITHFUL)})")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    gpus_per_trial = _parse_gpus_per_trial(args.gpus_per_trial)
     space = config.load_search_space(args.task, args.search_space)
     sparsities = config.parse_sparsities(args.sparsities) if args.sparsities else space.sparsities
     keep_dense = config.parse_keep_dense(args.keep_dense, space)
@@ -197,7 +224,8 @@ def _resolve(args, *, for_plan: bool):
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
     if "://" in args.storage:
         raise UserError(f"--storage {args.storage}: object-store URIs are not supported yet; use a "
-                        "directory every node mounts at the same path (local disk, NFS or EFS)")
+                        "directory every node mounts at the same path (NFS or EFS, Filestore, or the "
+                        "bucket mounted with gcsfuse, mountpoint-s3 or s3fs; on one machine, local disk)")
     storage = Path(args.storage).expanduser().resolve()
     name = args.name or f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in ("", ".", ".."):
@@ -205,7 +233,10 @@ def _resolve(args, *, for_plan: bool):
     run_dir = storage / name
     needs_gpu_count = args.preset in ("auto", "paper")
     gpus = _visible_gpus(start_ray=not for_plan) if needs_gpu_count else 0.0
-    preset, reason = sweep.resolve_preset(args.preset, gpus)
+    if for_plan and args.preset == "paper" and gpus <= 0:  # plan a GPU sweep from a laptop
+        preset, reason = "paper", "requested; no GPU visible here"
+    else:
+        preset, reason = sweep.resolve_preset(args.preset, gpus)
     space.preset(preset)
     models = _parse_models(args.model, space)
     folds = _parse_folds(args.folds, registry.load_task(args.task).folds(preset, data_dir), args.task)
@@ -218,8 +249,46 @@ def _resolve(args, *, for_plan: bool):
         mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir, keep_dense=keep_dense,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
-        faithful=args.faithful, models=models, folds=folds)
+        faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial)
     return spec, space
+
+
+def _parse_number(flag: str, text: str, what: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{flag} '{text}' is not a number (expected {what})") from None
+    if not math.isfinite(value):
+        raise UserError(f"{flag} must be a finite number ({what}), got {text}")
+    return value
+
+
+def _parse_gpus_per_trial(text: Optional[str]) -> Optional[float]:
+    """``--gpus-per-trial``: >= 0; Ray grants fractions of one GPU (to 4 decimals) or whole GPUs."""
+    if text is None:
+        return None
+    what = "GPUs per trial >= 0, e.g. 0.25 or 1"
+    value = _parse_number("--gpus-per-trial", text, what)
+    if value < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0 ({what}), got {text}")
+    if value > 1 and not value.is_integer():
+        raise UserError(f"--gpus-per-trial {text}: above 1 Ray grants only whole GPUs (use a fraction "
+                        "up to 1, or 2, 3, ...)")
+    if round(value, 4) != value:
+        raise UserError(f"--gpus-per-trial {text}: Ray's resource precision is 0.0001")
+    return value
+
+
+def _parse_step_seconds(text: Optional[str]) -> Optional[float]:
+    if text is None:
+        return None
+    what = "seconds per training step > 0, e.g. 0.35"
+    value = _parse_number("--step-seconds", text, what)
+    if value <= 0:
+        raise UserError(f"--step-seconds must be > 0 ({what}), got {text}")
+    return value
 
 
 def _parse_models(text: Optional[str], space) -> tuple:
@@ -282,10 +351,18 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def cmd_plan(args) -> int:
+    try:
+        return _plan(args)
+    finally:
+        _shutdown_ray()  # only a connection to RAY_ADDRESS: plan never starts a Ray of its own
+
+
+def _plan(args) -> int:
     from . import registry
     from .progress import describe
     from .sweep import plan_trials, stage_of
 
+    step_seconds = _parse_step_seconds(args.step_seconds)
     spec, space = _resolve(args, for_plan=True)
     task = registry.load_task(spec.task)
     data = _validate_data(task, spec, space)
@@ -309,7 +386,7 @@ def cmd_plan(args) -> int:
         for name, patterns in sorted((space.prunable.get("smcbench_exclude") or {}).items()):
             if name in spec.methods:
                 print(f"  {name} (--faithful smcbench) also keeps dense: {', '.join(patterns)}")
-    print(f"resources per trial: cpu {preset.resources.cpu:g}, gpu {preset.resources.gpu:g}")
+    print(_resources_line(spec, space))
     fine_tunes = 0
     for stage in (1, 2):
         batch = [t for t in trials if stage_of(t) == stage]
@@ -324,17 +401,210 @@ def cmd_plan(args) -> int:
             print(f"  {describe(trial)}" + (f"  ({runs} fine-tunes)" if runs > 1 else ""))
     print(f"\n{len(trials)} trials, {fine_tunes} fine-tunes of {preset.train.max_steps} steps; "
           f"run directory would be {spec.run_dir}")
+    _print_estimate(spec, space, trials, step_seconds, getattr(args, "shared_storage", False),
+                    default_mlflow=not args.mlflow_uri)
     return 0
 
 
+def _resources_line(spec, space) -> str:
+    from .sweep import trial_resources
+
+    resources = trial_resources(spec, space)
+    preset_gpu = space.preset(spec.preset).resources.gpu
+    gpu = f"gpu {resources.gpu:g}" + (f" (--gpus-per-trial; preset {preset_gpu:g})"
+                                      if spec.gpus_per_trial is not None else "")
+    memory = f", memory {resources.memory_gb:g} GB" if resources.memory_gb else ""
+    return f"resources per trial: cpu {resources.cpu:g}, {gpu}{memory}"
+
+
+def _print_estimate(spec, space, trials, step_seconds: Optional[float], shared_storage: bool,
+                    default_mlflow: bool) -> None:
+    """plan's last lines: step times, trial/GPU/CPU-hours, the cluster, how many trials it holds at
+    once and the wall-clock at that concurrency; warnings when no trial fits, or when a multi-node
+    sweep would be refused."""
+    from . import estimate
+    from .sweep import stage_of, trial_resources
+
+    resources = trial_resources(spec, space)
+    request = estimate.ray_request(resources.cpu, resources.gpu, resources.memory_gb)
+    cluster, nodes, driver = _plan_cluster()
+    slots, limit = estimate.concurrency(cluster, request)
+    capped = bool(spec.max_concurrent) and spec.max_concurrent < slots
+    slots = min(slots, spec.max_concurrent) if spec.max_concurrent else slots
+    where = f"{spec.search_space_file or space.source} step_seconds.{spec.preset}"
+    times, missing = estimate.pick_step_time(space.step_seconds.get(spec.preset, {}), resources.gpu,
+                                             cluster.accelerators, step_seconds, where)
+    print()
+    if times is None:
+        print(f"estimate: {missing}")
+    else:
+        print(f"step times: {times.step:g} s per step, {times.eval:g} s per evaluation, {times.setup:g} s "
+              f"setup per trial ({times.note})")
+        result = estimate.estimate(trials, stage_of, times, resources.cpu, resources.gpu, slots)
+        print(f"estimate: {result.trial_hours:.2f} trial-hours = {result.gpu_hours:.2f} GPU-hours "
+              f"at gpu {resources.gpu:g} per trial ({result.cpu_hours:.2f} CPU-hours)")
+    memory = f", {cluster.total('memory') / estimate.GIB:.1f} GB memory" + (
+        f" ({cluster.memory_note})" if cluster.memory_note else "")
+    print(f"cluster: {cluster.where}: {len(cluster.nodes)} node{'s' if len(cluster.nodes) != 1 else ''}, "
+          f"{cluster.total('CPU'):g} CPU, {cluster.total('GPU'):g} GPU{memory}"
+          + (f", {', '.join(cluster.accelerators)}" if cluster.accelerators else ""))
+    if slots <= 0:
+        print("fits 0 trials at once")
+        later = "; an autoscaling cluster adds such a node when trials wait" if cluster.connected else ""
+        print(f"warning: {estimate.unfit_reason(cluster, request)}: not even one trial fits{later}")
+    else:
+        why = f"--max-concurrent {spec.max_concurrent}" if capped else f"limited by {limit}"
+        wall = ""
+        if times is not None:
+            stages = ", ".join(f"stage {stage} {estimate.format_duration(seconds)}"
+                               for stage, seconds in result.stage_seconds)
+            wall = f"; wall-clock about {estimate.format_duration(result.wall_seconds)} ({stages})"
+        print(f"fits {slots} trial{'s' if slots != 1 else ''} at once ({why}){wall}")
+    if cluster.connected:
+        for problem in _multinode_problems(spec, nodes, driver, request, shared_storage, default_mlflow):
+            print(f"warning: smctune sweep would refuse: {problem}")
+
+
+def _plan_cluster():
+    """(cluster, ray.nodes(), driver node id): the Ray cluster at RAY_ADDRESS, else this machine as
+    a local Ray would see it (plan starts no Ray)."""
+    from . import estimate
+
+    if os.environ.get("RAY_ADDRESS"):
+        from .sweep import ensure_ray
+
+        ensure_ray()
+        import ray
+
+        nodes = ray.nodes()
+        return (estimate.cluster_from_ray_nodes(nodes, f"Ray cluster at {os.environ['RAY_ADDRESS']}"),
+                nodes, ray.get_runtime_context().get_node_id())
+    import torch
+
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return estimate.local_cluster(os.cpu_count() or 1, names, _physical_memory()), [], None
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")  # unknown: memory does not limit the estimate
+
+
+def _read_mounts() -> str:
+    try:
+        return Path("/proc/mounts").read_text()
+    except OSError:
+        return ""  # not Linux: no filesystem is known to be shared; --shared-storage says so
+
+
+def _multinode_problems(spec, nodes, driver, request: dict, shared_storage: bool,
+                        default_mlflow: bool) -> list:
+    """Why a sweep on this Ray cluster must not start: it spans nodes, and the run directory or the
+    MLflow store is local to this node (empty when the sweep stays on the driver's node)."""
+    from . import estimate
+
+    why = estimate.spans_nodes(nodes, driver, request, connected=bool(os.environ.get("RAY_ADDRESS")))
+    if not why:
+        return []
+    mounts = estimate.parse_mounts(_read_mounts())
+    storage = str(Path(spec.run_dir).parent)
+    problems = [estimate.storage_problem(storage, shared_storage, mounts, why),
+                estimate.mlflow_problem(spec.mlflow_uri, mounts, storage, shared_storage, why,
+                                        default=default_mlflow, cwd=os.getcwd())]
+    return [problem for problem in problems if problem]
+
+
+def _check_cluster(spec, space, shared_storage: bool, default_mlflow: bool) -> None:
+    """Before any trial: one trial must fit on a node, and a sweep that spans nodes needs
+    --storage on a shared filesystem and an MLflow store other machines can reach. Starts no Ray:
+    without RAY_ADDRESS (and no Ray running in this process) the sweep's local Ray gets this
+    machine's CPUs and GPUs, which is what is checked."""
+    from . import estimate
+    from .sweep import trial_resources
+
+    resources = trial_resources(spec, space)
+    request = estimate.ray_request(resources.cpu, resources.gpu, resources.memory_gb)
+    connected = bool(os.environ.get("RAY_ADDRESS"))
+    running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    source = "--gpus-per-trial" if spec.gpus_per_trial is not None else f"preset {spec.preset}"
+    if not connected and not running:
+        import torch
+
+        node = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        local = estimate.Cluster("this machine", (node,))
+        cores = {key: value for key, value in request.items() if key != "memory"}
+        if estimate.fits_on(node, cores) == 0:
+            raise UserError(f"a trial cannot run on this machine: {estimate.unfit_reason(local, cores)} "
+                            f"(resources from {source}; see `smctune plan`)")
+        return
+    from .sweep import ensure_ray
+
+    ensure_ray()
+    import ray
+
+    nodes = ray.nodes()
+    cluster = estimate.cluster_from_ray_nodes(nodes, "")
+    if estimate.concurrency(cluster, request)[0] == 0:
+        reason = estimate.unfit_reason(cluster, request)
+        if not connected:
+            raise UserError(f"a trial cannot run on this Ray instance: {reason} (resources from {source})")
+        print(f"warning: no node can hold a trial yet ({reason}); the sweep waits for the autoscaler "
+              "to add one")
+    problems = _multinode_problems(spec, nodes, ray.get_runtime_context().get_node_id(), request,
+                                   shared_storage, default_mlflow)
+    if problems:
+        raise UserError("; also, ".join(problems))
+
+
 def cmd_sweep(args) -> int:
+    try:
+        spec, space = _resolve(args, for_plan=False)
+        _check_cluster(spec, space, args.shared_storage, default_mlflow=not args.mlflow_uri)
+    except BaseException:
+        _shutdown_ray()
+        raise
+    return _run_sweep(spec, space, rerun_failed=True)
+
+
+def cmd_resume(args) -> int:
+    """Continue an interrupted sweep from its run directory: same settings (sweep.json), finished
+    trials skipped, failed ones only with ``--restart-errored``."""
+    from dataclasses import replace
+
+    from .config import SweepSpec, load_search_space
+
+    run_dir = _run_dir(args)
+    try:
+        spec = SweepSpec.from_json((run_dir / "sweep.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a smctune run directory (no sweep.json)") from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{run_dir}/sweep.json is malformed: {' '.join(str(err).split())}") from None
+    verbosity = 0 if args.quiet else 2 if args.verbose else spec.verbosity
+    spec = replace(spec, verbosity=verbosity, run_dir=str(run_dir))
+    source = spec.search_space_file
+    space = load_search_space(spec.task, source if source and Path(source).is_file() else None)
+    from .tracking import default_tracking_uri
+
+    try:
+        _check_cluster(spec, space, args.shared_storage,
+                       default_mlflow=spec.mlflow_uri == default_tracking_uri(run_dir))
+    except BaseException:
+        _shutdown_ray()
+        raise
+    return _run_sweep(spec, space, rerun_failed=args.restart_errored)
+
+
+def _run_sweep(spec, space, rerun_failed: bool) -> int:
+    """Plan, record and run a resolved sweep, then report (``sweep`` and ``resume``)."""
     from . import registry
     from .progress import ProgressPrinter
     from .sweep import plan_trials, run_sweep
     from .tracking import MLflowTracker, git_sha
 
     try:
-        spec, space = _resolve(args, for_plan=False)
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
         task = registry.load_task(spec.task)
@@ -350,7 +620,7 @@ def cmd_sweep(args) -> int:
                                 sweep_tags={"sweep": spec.name, "smctune_version": _version(),
                                             "git_sha": git_sha(), "preset_reason": spec.preset_reason})
         started = time.monotonic()
-        outcome = run_sweep(spec, space, trials, printer, tracker)
+        outcome = run_sweep(spec, space, trials, printer, tracker, rerun_failed=rerun_failed)
         printer.message(f"sweep finished in {time.monotonic() - started:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     finally:
@@ -485,7 +755,7 @@ def _version() -> str:
         return "unknown"
 
 
-COMMANDS = {"ls": cmd_ls, "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report, "layers": cmd_layers,
+COMMANDS = {"ls": cmd_ls, "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report, "resume": cmd_resume, "layers": cmd_layers,
             "env": cmd_env, "status": cmd_status}
 
 
@@ -498,8 +768,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"smctune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("smctune: interrupted; finished trials are kept, rerun the same command to continue",
-              file=sys.stderr)
+        run = getattr(args, "run", None) or getattr(args, "name", None)
+        hint = f"smctune resume {run}" if run else "smctune resume <run directory>"
+        print(f"smctune: interrupted; finished trials are kept, continue with: {hint}", file=sys.stderr)
         return 130
 
 

@@ -128,6 +128,9 @@ class SearchSpace:
     # --model choices (the first is the default): architecture -> preset -> overrides of that
     # preset's ``layers`` and ``train`` (GTS and Graph2Tree share a preset but not every number).
     models: dict = field(default_factory=dict)
+    # ``step_seconds``: preset -> device class ("A100", "A10G", "cpu": a Ray accelerator type or cpu)
+    # -> {step, eval, setup} seconds, for ``smctune plan``'s time estimate (see ``_step_seconds_from_yaml``).
+    step_seconds: dict = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -217,6 +220,7 @@ class SweepSpec:
     faithful: str = "paper"      # "smcbench": SMC-Bench's values for every tunable that departs
     models: tuple = ()           # --model architectures (empty: the task has one)
     folds: tuple = ()            # cross-validation folds, an axis like seeds (empty: no folds)
+    gpus_per_trial: Optional[float] = None  # --gpus-per-trial: overrides the preset's gpu; None = preset's
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -455,6 +459,7 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
         elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")
     data["models"] = _models_from_yaml(data.get("models"), data["presets"], source)
+    data["step_seconds"] = _step_seconds_from_yaml(data.get("step_seconds"), data["presets"], source)
     data["source"] = source
     space = build(SearchSpace, data, source)
     for arch in space.models:  # every override resolves now, so a typo fails before any trial
@@ -486,6 +491,54 @@ def _models_from_yaml(value, presets: dict, source: str) -> dict:
                 if not isinstance(part, dict):
                     raise UserError(f"{source}: models.{arch}.{preset}.{key}: expected a mapping")
     return {arch: dict(per_preset or {}) for arch, per_preset in value.items()}
+
+
+STEP_TIME_KEYS = ("step", "eval", "setup")
+
+
+def _step_seconds_from_yaml(value, presets: dict, source: str) -> dict:
+    """``step_seconds: {preset: {device: seconds | {step: s, eval: s, setup: s}}}``, normalised to
+    ``{preset: {device: {"step": s, "eval": s, "setup": s}}}``.
+
+    ``step``: seconds per training step of one trial at its preset's resource share (required, > 0);
+    ``eval``: seconds per evaluation of the dev split; ``setup``: seconds per trial before the first
+    step (loading model and data); both default to 0. A device is a Ray accelerator type (``A100``,
+    ``A10G``, ``H100``, ...) or ``cpu``. A bare number is the step time alone."""
+    if value is None:
+        return {}
+    where = f"{source}: step_seconds"
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping of preset names to device step times")
+    table = {}
+    for preset, devices in value.items():
+        if preset not in presets:
+            raise UserError(f"{source}: unknown key '{preset}' at step_seconds (valid: {', '.join(presets)})")
+        if not isinstance(devices, dict) or not devices:
+            raise UserError(f"{where}.{preset}: expected a mapping of device classes (e.g. A100, cpu) to "
+                            "seconds per step or {step, eval, setup}")
+        table[preset] = {}
+        for device, times in devices.items():
+            place = f"{where}.{preset}.{device}"
+            if not isinstance(device, str) or not device.strip():
+                raise UserError(f"{where}.{preset}: device class names must be non-empty strings")
+            if not isinstance(times, dict):
+                times = {"step": times}
+            for key in times:
+                if key not in STEP_TIME_KEYS:
+                    raise UserError(f"{source}: unknown key '{key}' at step_seconds.{preset}.{device} "
+                                    f"(valid: {', '.join(STEP_TIME_KEYS)})")
+            if "step" not in times:
+                raise UserError(f"{place}: 'step' (seconds per training step) is required")
+            entry = {}
+            for key in STEP_TIME_KEYS:
+                number = times.get(key, 0.0)
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or \
+                        not math.isfinite(number) or number < 0 or (key == "step" and number <= 0):
+                    bound = "> 0" if key == "step" else ">= 0"
+                    raise UserError(f"{place}.{key}: expected a number of seconds {bound}, got {number!r}")
+                entry[key] = float(number)
+            table[preset][device] = entry
+    return table
 
 
 def _grid_from_yaml(value, source) -> tuple[float, ...]:

@@ -20,15 +20,16 @@ STATUS_COLLAPSED = "collapsed"
 FINISHED_STATUSES = (STATUS_OK, STATUS_COLLAPSED)
 
 
-def finished_ids(run_dir: str | os.PathLike) -> set[str]:
-    """Trials whose record says ``ok`` or ``collapsed``: a rerun of the sweep leaves them alone."""
+def finished_ids(run_dir: str | os.PathLike, also: tuple = ()) -> set[str]:
+    """Trials whose record says ``ok`` or ``collapsed`` (or one of ``also``, e.g. ``failed`` for a
+    resume that keeps failures): a rerun of the sweep leaves them alone."""
     done = set()
     for path in Path(run_dir, "results").glob("*.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("status") in FINISHED_STATUSES:
+        if record.get("status") in FINISHED_STATUSES + tuple(also):
             done.add(record["trial_id"])
     return done
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 from . import registry
-from .config import SearchSpace, SweepSpec, TrialSpec
+from .config import Resources, SearchSpace, SweepSpec, TrialSpec
 from .dense_cache import DenseCache
 from .errors import UserError
 from .progress import ProgressPrinter
@@ -130,6 +131,38 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
     return ray.cluster_resources()
 
 
+def trial_resources(sweep: SweepSpec, space: SearchSpace) -> Resources:
+    """What every trial of the sweep asks Ray for: the preset's resources, with ``--gpus-per-trial``
+    (``SweepSpec.gpus_per_trial``) replacing the gpu count when given."""
+    resources = space.preset(sweep.preset).resources
+    if sweep.gpus_per_trial is not None:
+        resources = dataclasses.replace(resources, gpu=float(sweep.gpus_per_trial))
+    return resources
+
+
+def resource_request(resources: Resources) -> dict:
+    """The ``tune.with_resources`` dict. Ray counts memory in bytes, and a resource quantity must be
+    a whole number of its unit, so memory_gb becomes an integer byte count. Fractional GPUs (0.25:
+    four trials share a GPU) pass through as they are."""
+    request = {"cpu": resources.cpu, "gpu": resources.gpu}
+    if resources.memory_gb:
+        request["memory"] = int(round(resources.memory_gb * 1024**3))
+    return request
+
+
+def trial_config(resources: Resources) -> dict:
+    """What ``trainable`` needs to know of its allocation, next to the trial spec."""
+    return {"cpus": resources.cpu, "gpus": resources.gpu}
+
+
+def trial_threads(cpus: float, configured: int = 0) -> int:
+    """torch intra-op threads of a trial: ``train.threads`` when set (> 0), else the trial's CPU
+    share (whole CPUs, at least 1), so concurrent trials do not oversubscribe the cores."""
+    if configured and configured > 0:
+        return int(configured)
+    return max(1, math.floor(cpus + 1e-9))
+
+
 def trainable(config: dict) -> None:
     """The Ray Tune function trainable: one ``TrialSpec`` -> ``train.run_trial``."""
     from ray import tune
@@ -137,7 +170,7 @@ def trainable(config: dict) -> None:
     from .train import run_trial, set_threads
 
     spec = TrialSpec.from_dict(config["trial"])
-    set_threads(config.get("threads") or 1)
+    set_threads(trial_threads(config.get("cpus") or 1, spec.train.threads))
     device = "cuda" if config.get("gpus", 0) > 0 else "cpu"
     run_trial(spec, _RayReporter(tune), device=device)
 
@@ -263,13 +296,15 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
-              printer: ProgressPrinter, tracker) -> SweepOutcome:
+              printer: ProgressPrinter, tracker, rerun_failed: bool = True) -> SweepOutcome:
+    """Run the trials that have no finished record (``ok``/``collapsed``; with ``rerun_failed``
+    False, ``failed`` ones count as finished too, and are left alone)."""
     ensure_ray()
     _sigterm_interrupts()
     from ray import tune
 
     run_dir = Path(sweep.run_dir)
-    already = finished_ids(run_dir)
+    already = finished_ids(run_dir, also=() if rerun_failed else (STATUS_FAILED,))
     pending = [t for t in trials if t.trial_id not in already]
     if already:
         printer.message(f"resuming: {len(trials) - len(pending)} of {len(trials)} trials already "
@@ -278,11 +313,8 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
     records = RecordKeeper(run_dir, chance=entry.chance)
     listeners = _Listeners(records, tracker, printer)
     specs = {t.trial_id: t for t in trials}
-    resources = space.preset(sweep.preset).resources
-    request = {"cpu": resources.cpu, "gpu": resources.gpu}
-    if resources.memory_gb:
-        request["memory"] = resources.memory_gb * 1024**3
-    fn = tune.with_resources(trainable, request)
+    resources = trial_resources(sweep, space)
+    fn = tune.with_resources(trainable, resource_request(resources))
     cache = DenseCache(Path(run_dir).parent / "dense_cache")
     try:
         for stage in (1, 2):
@@ -294,7 +326,7 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
             tuner = tune.Tuner(
                 fn,
                 param_space={"trial": tune.grid_search([t.to_dict() for t in batch]),
-                             "threads": max(1, int(resources.cpu)), "gpus": resources.gpu},
+                             **trial_config(resources)},
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=sweep.max_concurrent or None,
                     reuse_actors=True,
@@ -312,7 +344,7 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
             )
             tuner.fit()
     except KeyboardInterrupt:
-        listeners.abort_open("sweep interrupted (Ctrl-C); rerun the same command to continue")
+        listeners.abort_open(f"sweep interrupted; continue with: smctune resume {run_dir}")
         raise
     finally:
         listeners.abort_open("sweep ended before the trial did")

@@ -173,7 +173,7 @@ def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_pat
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (seen, err)
-    assert "rerun the same command" in err and "Traceback" not in err
+    assert "smctune resume" in err and "Traceback" not in err
 
     run_dir = tmp_path / "runs" / "intr"
     mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")

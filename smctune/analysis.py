@@ -181,6 +181,7 @@ class CellStat:
     values: tuple
     status_counts: dict
     by_fold: dict = field(default_factory=dict)   # fold -> mean over seeds (folded tasks only)
+    missing_folds: bool = False   # some seed's mean lacks a fold the sweep ran (or another seed has)
 
     @property
     def all_failed(self) -> bool:
@@ -208,8 +209,11 @@ def cell_stat(values, status_counts: Optional[Mapping[str, int]] = None) -> Cell
     return CellStat(mean, std, n, values, counts)
 
 
-def folded_stat(points, status_counts: Optional[Mapping[str, int]] = None) -> CellStat:
-    """``CellStat`` from ``(seed, fold, value)`` points: each seed's folds are averaged first."""
+def folded_stat(points, status_counts: Optional[Mapping[str, int]] = None,
+                expected_folds: tuple = ()) -> CellStat:
+    """``CellStat`` from ``(seed, fold, value)`` points: each seed's folds are averaged first.
+    ``missing_folds`` says a seed's mean covers fewer folds than ``expected_folds`` (or than the
+    folds any seed of the cell has), so the report can mark the cell."""
     points = list(points)
     if not any(fold is not None for _, fold, _ in points):
         return cell_stat([value for _, _, value in points], status_counts)
@@ -221,7 +225,12 @@ def folded_stat(points, status_counts: Optional[Mapping[str, int]] = None) -> Ce
     stat = cell_stat([math.fsum(v) / len(v) for v in per_seed.values()], status_counts)
     by_fold = {fold: math.fsum(v) / len(v)
                for fold, v in sorted(per_fold.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}
-    return CellStat(stat.mean, stat.std, stat.n, stat.values, stat.status_counts, by_fold)
+    wanted = set(expected_folds) | set(per_fold)
+    seed_folds: dict = {}
+    for seed, fold, _ in points:
+        seed_folds.setdefault(seed, set()).add(fold)
+    missing = any(folds != wanted for folds in seed_folds.values())
+    return CellStat(stat.mean, stat.std, stat.n, stat.values, stat.status_counts, by_fold, missing)
 
 
 def _check_metric(metric: str) -> None:
@@ -304,7 +313,7 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
             else:
                 for g in _intended_cells(trial, grid):
                     counts[g][trial.status] = counts[g].get(trial.status, 0) + 1
-        table[method] = {g: folded_stat(values[g], counts[g]) for g in grid}
+        table[method] = {g: folded_stat(values[g], counts[g], tuple(run.spec.folds)) for g in grid}
     return table
 
 
@@ -322,7 +331,7 @@ def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] =
         level = min(trial.levels, key=lambda lv: abs(float(lv["sparsity"])))
         if _is_number(level.get(metric)):
             values.append((trial.seed, trial.fold, level[metric]))
-    return folded_stat(values, counts)
+    return folded_stat(values, counts, tuple(run.spec.folds))
 
 
 def collapsed_layers(run: RunResults, model: Optional[str] = None) -> dict:

@@ -79,7 +79,7 @@ def format_cell(stat: Optional[CellStat], dense_mean: Optional[float], tolerance
 
 
 def _short(stat: CellStat, expected_n: int) -> bool:
-    return stat.mean is not None and (stat.some_failed or stat.n < expected_n)
+    return stat.mean is not None and (stat.some_failed or stat.n < expected_n or stat.missing_folds)
 
 
 def format_fail(fail: FailResult) -> str:
@@ -158,7 +158,8 @@ def format_table(summary: Summary) -> str:
     if summary.dense is not None:
         stats.append(summary.dense)
     if any(_short(stat, n_seeds) for stat in stats):
-        out.append(f"* fewer than the sweep's {n_seeds} seed(s) are ok in this cell "
+        folds = " or folds" if summary.folds else ""
+        out.append(f"* fewer than the sweep's {n_seeds} seed(s){folds} are ok in this cell "
                    "(failed, killed or not reported; excluded from the mean)")
     if summary.trials_collapsed:
         out.append(f"{COLLAPSED_MARK} a trial of this cell collapsed and stopped early (at chance for "

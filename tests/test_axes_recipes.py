@@ -558,6 +558,8 @@ def test_folded_stat_is_mean_over_seeds_of_fold_means():
     assert partial.n == 2 and partial.mean == pytest.approx(0.6)   # (0.7 + 0.5) / 2, not 1.9 / 3
     assert partial.mean != pytest.approx(1.9 / 3)
     assert partial.by_fold == pytest.approx({0: 0.55, 1: 0.8})
+    assert partial.missing_folds and not stat.missing_folds
+    assert folded_stat([(0, 0, 0.6), (1, 0, 0.5)], expected_folds=(0, 1)).missing_folds  # fold 1 never ran
     # folds listed out of order are reported in fold order
     assert list(folded_stat([(0, 2, 0.1), (0, 0, 0.3)]).by_fold) == [0, 2]
     # no folds: a plain mean over seeds, no by_fold

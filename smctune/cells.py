@@ -274,23 +274,11 @@ def tuned_trial_id(base_id: str, tuning: int) -> str:
 
 def trial_id_of(config: Mapping) -> str:
     """The smctune trial id of a Tune config emitted by ``CellSearcher``: ``TrialSpec.trial_id``,
-    plus ``-t<k>`` for tuning k > 0 while ``TrialSpec`` has no ``tuning`` field of its own (once it
-    has, its ``trial_id`` carries the suffix). For Tune's ``trial_name_creator`` and
+    which carries ``-t<k>`` for tuning k > 0. For Tune's ``trial_name_creator`` and
     ``trial_dirname_creator``, and the driver's records."""
     from .config import TrialSpec
 
-    spec = TrialSpec.from_dict(config["trial"])
-    if hasattr(spec, "tuning"):
-        return spec.trial_id
-    return tuned_trial_id(spec.trial_id, int(config.get("tuning", 0) or 0))
-
-
-def _trial_spec_has_tuning() -> bool:
-    import dataclasses
-
-    from .config import TrialSpec
-
-    return any(f.name == "tuning" for f in dataclasses.fields(TrialSpec))
+    return TrialSpec.from_dict(config["trial"]).trial_id
 
 
 def done_from_records(run_dir: str | os.PathLike, metric: str = "best",
@@ -400,7 +388,6 @@ class CellSearchCore:
         self._finished_untuned: set = set()   # (cell key, member id) finished in this session
         self._cursor = 0
         self._storage = None
-        self._tuning_field = _trial_spec_has_tuning()
         self._cells = self._group(self._args["trials"])
         self._load()
 
@@ -668,8 +655,7 @@ class CellSearchCore:
         tuning = number + cell.offset
         trial = dict(cell.members[member])
         trial["tunables"] = {**trial["tunables"], **cell.params[number]}
-        if self._tuning_field:
-            trial["tuning"] = tuning
+        trial["tuning"] = tuning
         return {"trial": trial, "tuning": tuning, "cell": cell.key}
 
     # -------------------------------------------------------------------- state and results

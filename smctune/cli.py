@@ -148,6 +148,13 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="GPUs per trial for every trial, instead of the preset's (a number >= 0; "
                           "fractions share a GPU, e.g. 0.25 = four trials per GPU; above 1 whole "
                           "GPUs); recorded in sweep.json")
+    cmd.add_argument("--trials-per-cell", metavar="N",
+                     help="tunings per (method, sparsity) cell for the methods the search space's "
+                          "search: block declares, searched with Optuna TPE; every tuning runs all "
+                          "seeds and folds (default: the search space's, 1 = the paper's defaults)")
+    cmd.add_argument("--asha", action="store_true",
+                     help="with --trials-per-cell > 1: stop weak tunings early (ASHA), comparing only "
+                          "tunings of the same cell, seed and fold, never different sparsities")
     cmd.add_argument("--max-concurrent", type=int, default=0,
                      help="at most this many trials at once (default: as resources allow)")
     cmd.add_argument("--max-failures", type=int, default=2,
@@ -243,13 +250,18 @@ def _resolve(args, *, for_plan: bool):
     verbosity = 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1
     from .tracking import default_tracking_uri
 
+    trials_per_cell = _parse_trials_per_cell(getattr(args, "trials_per_cell", None), space, preset)
+    if getattr(args, "asha", False) and (trials_per_cell or space.search_decl(preset).trials_per_cell) < 2:
+        raise UserError("--asha compares tunings within a cell, so it needs --trials-per-cell 2 or more "
+                        "(and a search: block declaring what to tune)")
     spec = config.SweepSpec(
         task=args.task, methods=methods, sparsities=sparsities, seeds=tuple(range(args.seeds)),
         preset=preset, preset_reason=reason, name=name, run_dir=str(run_dir),
         mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir, keep_dense=keep_dense,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
-        faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial)
+        faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial,
+        trials_per_cell=trials_per_cell, asha=bool(getattr(args, "asha", False)))
     return spec, space
 
 
@@ -288,6 +300,24 @@ def _parse_step_seconds(text: Optional[str]) -> Optional[float]:
     value = _parse_number("--step-seconds", text, what)
     if value <= 0:
         raise UserError(f"--step-seconds must be > 0 ({what}), got {text}")
+    return value
+
+
+def _parse_trials_per_cell(text: Optional[str], space, preset: str) -> int:
+    """``--trials-per-cell``: a whole number >= 1 (0 = the search space's budget); more than one
+    needs a ``search:`` block declaring what to tune."""
+    from .cells import check_trials_per_cell
+
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--trials-per-cell '{text}' is not a whole number >= 1") from None
+    value = check_trials_per_cell(value)
+    if value > 1 and not space.search_decl(preset).methods:
+        raise UserError(f"--trials-per-cell {value}: {space.source} declares no search: block "
+                        "(which tunables to search, over what ranges), so there is nothing to tune")
     return value
 
 
@@ -378,6 +408,16 @@ def _plan(args) -> int:
     if spec.folds:
         print(f"folds: {', '.join(map(str, spec.folds))} (a cell's value is the mean over folds)")
     print(f"sparsities: {', '.join(f'{s:g}' for s in spec.sparsities)}")
+    decl = space.search_decl(spec.preset)
+    budget = spec.trials_per_cell or decl.trials_per_cell
+    searched = [m for m in spec.methods if decl.space(m)]
+    if budget > 1 and searched:
+        from .sweep import tuned_trial_count
+
+        extra = tuned_trial_count(trials, space, spec) - len(trials)
+        print(f"search: {', '.join(searched)} tuned with Optuna ({budget} tunings per cell: {extra} more "
+              f"trials, each tuning on every seed and fold; "
+              f"{'; '.join(f'{m}: ' + ', '.join(decl.space(m)) for m in searched)})")
     rules = space.prunable_rules(spec.keep_dense)
     print("prunable: " + (f"matching {', '.join(rules['include'])}" if rules["include"] else "every matrix")
           + (f", except {', '.join(rules['exclude'])}" if rules["exclude"] else "")
@@ -613,7 +653,9 @@ def _run_sweep(spec, space, rerun_failed: bool) -> int:
         run_dir = Path(spec.run_dir)
         _check_writable(run_dir)
         _record_spec(run_dir, spec)
-        printer.total = len(trials)
+        from .sweep import tuned_trial_count
+
+        printer.total = tuned_trial_count(trials, space, spec)
         printer.message(f"task {spec.task}: {len(trials)} trials ({', '.join(spec.methods)}) on "
                         f"{data.source}; run directory {run_dir}")
         tracker = MLflowTracker(spec.mlflow_uri, experiment=f"smctune/{spec.name}", run_dir=str(run_dir),
@@ -651,7 +693,7 @@ def _record_spec(run_dir: Path, spec) -> None:
     path = run_dir / "sweep.json"
     if path.is_file():
         previous = SweepSpec.from_json(path.read_text())
-        volatile = {"verbosity", "max_concurrent", "max_failures", "preset_reason"}
+        volatile = {"verbosity", "max_concurrent", "max_failures", "preset_reason", "trials_per_cell", "asha"}
         differs = [f for f in spec.__dataclass_fields__ if f not in volatile
                    and getattr(previous, f) != getattr(spec, f)]
         if differs:

@@ -114,6 +114,9 @@ class PresetSettings:
     resources: Resources = field(default_factory=Resources)
     methods: dict = field(default_factory=dict)
     stop: StopSettings = field(default_factory=StopSettings)
+    # this preset's ``search:`` block (same shape as the top-level one, which it replaces): tunable
+    # ranges are in updates, and a 40-step smoke run cannot search GMP frequencies of 500-4000
+    search: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,9 @@ class SearchSpace:
     # ``step_seconds``: preset -> device class ("A100", "A10G", "cpu": a Ray accelerator type or cpu)
     # -> {step, eval, setup} seconds, for ``smctune plan``'s time estimate (see ``_step_seconds_from_yaml``).
     step_seconds: dict = field(default_factory=dict)
+    # within-cell search (``smctune.cells``): which tunables Optuna searches, over what, and the
+    # budget of tunings per cell; a preset's ``search:`` replaces it
+    search: Optional[dict] = None
     source: str = ""
 
     @property
@@ -155,6 +161,16 @@ class SearchSpace:
         train = {**dataclasses.asdict(settings.train), **(override.get("train") or {})}
         return dataclasses.replace(settings, model=build(ModelSettings, model, f"{where}.layers"),
                                    train=build(TrainSettings, train, f"{where}.train"))
+
+    def search_decl(self, preset: str):
+        """The ``cells.SearchDecl`` a sweep with ``preset`` searches by (nothing declared: none)."""
+        from . import cells
+        from .registry import METHODS
+
+        block = self.preset(preset).search
+        where = f"{self.source}: presets.{preset}" if block is not None else self.source
+        return cells.parse_search(self.search if block is None else block,
+                                  {name: spec.tunables for name, spec in METHODS.items()}, where)
 
     def keep_dense_groups(self) -> dict:
         """``prunable.groups``: name -> regexes of the parameters ``--keep-dense <name>`` keeps dense."""
@@ -220,6 +236,8 @@ class SweepSpec:
     faithful: str = "paper"      # "smcbench": SMC-Bench's values for every tunable that departs
     models: tuple = ()           # --model architectures (empty: the task has one)
     folds: tuple = ()            # cross-validation folds, an axis like seeds (empty: no folds)
+    trials_per_cell: int = 0     # --trials-per-cell: tunings per searched cell (0 = the search space's)
+    asha: bool = False           # --asha: stop weak tunings early, compared within their cell only
     gpus_per_trial: Optional[float] = None  # --gpus-per-trial: overrides the preset's gpu; None = preset's
 
     def to_json(self) -> str:
@@ -257,6 +275,7 @@ class TrialSpec:
     levels: tuple = ()
     fold: Optional[int] = None
     stop: StopSettings = field(default_factory=StopSettings)
+    tuning: int = 0              # which tuning of a searched cell (0 = the search space's defaults)
 
     @property
     def trial_id(self) -> str:
@@ -268,7 +287,8 @@ class TrialSpec:
             level = f"s{self.sparsity:.4f}"
         arch = f"{self.model.arch}-" if self.model.arch else ""
         fold = "" if self.fold is None else f"-fold{self.fold}"
-        return f"{arch}{self.method}-{level}-seed{self.seed}{fold}"
+        tuning = f"-t{self.tuning}" if self.tuning else ""
+        return f"{arch}{self.method}-{level}-seed{self.seed}{fold}{tuning}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -465,6 +485,8 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
     for arch in space.models:  # every override resolves now, so a typo fails before any trial
         for preset in space.presets:
             space.resolve(preset, arch)
+    for preset in space.presets:
+        space.search_decl(preset)
     return space
 
 

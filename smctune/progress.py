@@ -21,7 +21,8 @@ def describe(spec: TrialSpec) -> str:
         level = f"s={spec.sparsity:.3f}"
     arch = f"{spec.model.arch:<11}" if spec.model.arch else ""
     fold = "" if spec.fold is None else f" fold {spec.fold}"
-    return f"{arch}{spec.method:<14} {level:<12} seed {spec.seed}{fold}"
+    tuning = f" tuning {spec.tuning}" if spec.tuning else ""
+    return f"{arch}{spec.method:<14} {level:<12} seed {spec.seed}{fold}{tuning}"
 
 
 class ProgressPrinter:

@@ -161,6 +161,9 @@ def format_table(summary: Summary) -> str:
         folds = " or folds" if summary.folds else ""
         out.append(f"* fewer than the sweep's {n_seeds} seed(s){folds} are ok in this cell "
                    "(failed, killed or not reported; excluded from the mean)")
+    if any(stat.tunings > 1 for stat in stats):
+        out.append("searched cells (--trials-per-cell) show their best tuning, chosen on the same dev "
+                   "set: an optimistic value; results.json names the tuning")
     if summary.trials_collapsed:
         out.append(f"{COLLAPSED_MARK} a trial of this cell collapsed and stopped early (at chance for "
                    "several evaluations, loss not finite, or an empty layer): its value is where it stopped")
@@ -224,6 +227,8 @@ def _stat_json(stat: Optional[CellStat]) -> Optional[dict]:
             "status_counts": dict(stat.status_counts)}
     if stat.by_fold:
         data["folds"] = {str(fold): value for fold, value in stat.by_fold.items()}
+    if stat.tunings > 1:
+        data["tuning"], data["tunings"] = stat.tuning, stat.tunings
     return data
 
 

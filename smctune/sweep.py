@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from . import registry
+from . import cells, registry
 from .config import Resources, SearchSpace, SweepSpec, TrialSpec
 from .dense_cache import DenseCache
 from .errors import UserError
@@ -84,6 +84,15 @@ def _method_trials(spec, tunables: dict, sparsities, common: dict) -> list[Trial
         n, m = (int(x) for x in tunables["pattern"].split(":"))
         return [TrialSpec(sparsity=round(n / m, 6), **common)]
     return [TrialSpec(sparsity=s, **common) for s in sparsities]
+
+
+def tuned_trial_count(trials: list[TrialSpec], space: SearchSpace, sweep: SweepSpec) -> int:
+    """Trials the sweep runs at most: every planned trial, plus the further tunings of searched cells
+    (each tuning runs every seed and fold of its cell)."""
+    decl = space.search_decl(sweep.preset)
+    budget = sweep.trials_per_cell or decl.trials_per_cell
+    searched = sum(1 for t in trials if decl.space(t.method))
+    return len(trials) + (budget - 1) * searched if budget > 1 else len(trials)
 
 
 def _check_tunables(method, values: dict, source: str) -> None:
@@ -202,12 +211,14 @@ def _event_bridge(listener, specs: dict):
 
     def trial_id(trial) -> str:
         if trial.trial_id not in ids:
-            ids[trial.trial_id] = TrialSpec.from_dict(trial.config["trial"]).trial_id
+            ids[trial.trial_id] = cells.trial_id_of(trial.config)
         return ids[trial.trial_id]
 
     class Bridge(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            listener.started(specs[trial_id(trial)])
+            # a planned trial, or a tuning of a searched cell (its spec comes with the config)
+            key = trial_id(trial)
+            listener.started(specs.get(key) or TrialSpec.from_dict(trial.config["trial"]))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             listener.result(trial_id(trial), result)
@@ -316,22 +327,41 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
     resources = trial_resources(sweep, space)
     fn = tune.with_resources(trainable, resource_request(resources))
     cache = DenseCache(Path(run_dir).parent / "dense_cache")
+    decl = space.search_decl(sweep.preset)
+    budget = sweep.trials_per_cell or decl.trials_per_cell
+    also = () if rerun_failed else (STATUS_FAILED,)
     try:
         for stage in (1, 2):
-            batch = [t for t in pending if stage_of(t) == stage]
+            waiting = [t for t in pending if stage_of(t) == stage]
             if stage == 2:
-                batch = _drop_without_dense(batch, cache, records, printer)
-            if not batch:
+                waiting = _drop_without_dense(waiting, cache, records, printer)
+            dropped = {t.trial_id for t in pending if stage_of(t) == stage} - {t.trial_id for t in waiting}
+            batch = [t for t in trials if stage_of(t) == stage and t.trial_id not in dropped]
+            tuned = budget > 1 and any(decl.space(t.method) for t in batch)
+            if not waiting and not tuned:
                 continue
+            # one Tuner per stage over every cell: the searcher emits the planned trials (skipping
+            # finished ones) and, in searched cells, Optuna's further tunings, interleaving cells
+            searcher = cells.CellSearcher(
+                [t.to_dict() for t in batch], decl, budget, storage_dir=run_dir,
+                done=cells.done_from_records(run_dir, decl.metric, also=also),
+                validate=lambda method, values: _check_tunables(registry.method_spec(method), values,
+                                                                space.source))
+            for note in searcher.messages:
+                printer.message(note, level=0)
+            scheduler = (cells.CellASHA(grace_period=batch[0].train.eval_every,
+                                        max_t=batch[0].train.max_steps) if sweep.asha else None)
             tuner = tune.Tuner(
                 fn,
-                param_space={"trial": tune.grid_search([t.to_dict() for t in batch]),
-                             **trial_config(resources)},
+                param_space=trial_config(resources),
                 tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=-1,
                     max_concurrent_trials=sweep.max_concurrent or None,
                     reuse_actors=True,
-                    trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).trial_id,
-                    trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).trial_id,
+                    trial_name_creator=lambda trial: cells.trial_id_of(trial.config),
+                    trial_dirname_creator=lambda trial: cells.trial_id_of(trial.config),
                 ),
                 run_config=tune.RunConfig(
                     name=f"stage{stage}",

@@ -138,7 +138,7 @@ def test_ids_keys_and_records(tmp_path):
     for trial in trials:
         spec = TrialSpec.from_dict(trial)
         assert cells._base_trial_id(trial) == cells.trial_id_of({"trial": trial}) == spec.trial_id
-        assert cells.trial_id_of({"trial": trial, "tuning": 3}) == spec.trial_id + "-t3"
+        assert cells.trial_id_of({"trial": {**trial, "tuning": 3}}) == spec.trial_id + "-t3"
     assert [cells.cell_key(t) for t in trials] == ["dense/dense", "gmp/s0.2000", "gmp/s0.5000",
                                                    "lth/to0.5904"]
     assert cells.member_key(trials[1]) == ("csqa", "", "gmp", "s0.2000", 0, None)
@@ -173,7 +173,7 @@ def test_cells_are_interleaved_and_only_declared_cells_are_tuned(tmp_path):
     ids = [cells.trial_id_of(c) for c in emitted]
     assert len(ids) == len(set(ids)) == 2 + 4 + 2 * 4 * 2      # dense, omp_rigl, gmp: 2 cells x 4 x 2 seeds
     for config in emitted:
-        base = planned_by_id[cells.trial_id_of({"trial": config["trial"]})]
+        base = planned_by_id[cells._base_trial_id(config["trial"])]
         changed = {k for k, v in config["trial"]["tunables"].items() if base["tunables"][k] != v}
         assert changed <= ({"frequency", "start_fraction"} if config["trial"]["method"] == "gmp" else set())
         if config["tuning"] == 0:                                 # the planned trial, untouched

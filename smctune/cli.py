@@ -19,6 +19,9 @@ from .tunables import FAITHFUL
 DEFAULT_STORAGE = "smctune_runs"
 
 
+SEARCH_MODES = ("grid", "threshold")
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
@@ -152,6 +155,10 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="tunings per (method, sparsity) cell for the methods the search space's "
                           "search: block declares, searched with Optuna TPE; every tuning runs all "
                           "seeds and folds (default: the search space's, 1 = the paper's defaults)")
+    cmd.add_argument("--search", default="grid", metavar="grid|threshold",
+                     help="grid (default): every sparsity level; threshold: per method, bisect the "
+                          "ordered grid for the first level below dense (with a check at the "
+                          "boundary), running fewer trials; unmeasured levels show as missing")
     cmd.add_argument("--asha", action="store_true",
                      help="with --trials-per-cell > 1: stop weak tunings early (ASHA), comparing only "
                           "tunings of the same cell, seed and fold, never different sparsities")
@@ -251,6 +258,9 @@ def _resolve(args, *, for_plan: bool):
     from .tracking import default_tracking_uri
 
     trials_per_cell = _parse_trials_per_cell(getattr(args, "trials_per_cell", None), space, preset)
+    search = getattr(args, "search", "grid")
+    if search not in SEARCH_MODES:
+        raise UserError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
     if getattr(args, "asha", False) and (trials_per_cell or space.search_decl(preset).trials_per_cell) < 2:
         raise UserError("--asha compares tunings within a cell, so it needs --trials-per-cell 2 or more "
                         "(and a search: block declaring what to tune)")
@@ -261,7 +271,7 @@ def _resolve(args, *, for_plan: bool):
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
         faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial,
-        trials_per_cell=trials_per_cell, asha=bool(getattr(args, "asha", False)))
+        trials_per_cell=trials_per_cell, asha=bool(getattr(args, "asha", False)), search=search)
     return spec, space
 
 
@@ -693,7 +703,8 @@ def _record_spec(run_dir: Path, spec) -> None:
     path = run_dir / "sweep.json"
     if path.is_file():
         previous = SweepSpec.from_json(path.read_text())
-        volatile = {"verbosity", "max_concurrent", "max_failures", "preset_reason", "trials_per_cell", "asha"}
+        volatile = {"verbosity", "max_concurrent", "max_failures", "preset_reason", "trials_per_cell", "asha",
+                    "search"}
         differs = [f for f in spec.__dataclass_fields__ if f not in volatile
                    and getattr(previous, f) != getattr(spec, f)]
         if differs:

@@ -238,6 +238,7 @@ class SweepSpec:
     folds: tuple = ()            # cross-validation folds, an axis like seeds (empty: no folds)
     trials_per_cell: int = 0     # --trials-per-cell: tunings per searched cell (0 = the search space's)
     asha: bool = False           # --asha: stop weak tunings early, compared within their cell only
+    search: str = "grid"         # --search: "grid" (every level) or "threshold" (bisect for the failing level)
     gpus_per_trial: Optional[float] = None  # --gpus-per-trial: overrides the preset's gpu; None = preset's
 
     def to_json(self) -> str:

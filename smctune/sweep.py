@@ -14,6 +14,7 @@ search). Finished trials have a record in ``results/`` and are skipped when the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -327,9 +328,8 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
     resources = trial_resources(sweep, space)
     fn = tune.with_resources(trainable, resource_request(resources))
     cache = DenseCache(Path(run_dir).parent / "dense_cache")
-    decl = space.search_decl(sweep.preset)
-    budget = sweep.trials_per_cell or decl.trials_per_cell
-    also = () if rerun_failed else (STATUS_FAILED,)
+    runner = _StageRunner(sweep, space, run_dir, fn, resources, listeners, specs,
+                          also=() if rerun_failed else (STATUS_FAILED,))
     try:
         for stage in (1, 2):
             waiting = [t for t in pending if stage_of(t) == stage]
@@ -337,48 +337,154 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
                 waiting = _drop_without_dense(waiting, cache, records, printer)
             dropped = {t.trial_id for t in pending if stage_of(t) == stage} - {t.trial_id for t in waiting}
             batch = [t for t in trials if stage_of(t) == stage and t.trial_id not in dropped]
-            tuned = budget > 1 and any(decl.space(t.method) for t in batch)
-            if not waiting and not tuned:
-                continue
-            # one Tuner per stage over every cell: the searcher emits the planned trials (skipping
-            # finished ones) and, in searched cells, Optuna's further tunings, interleaving cells
-            searcher = cells.CellSearcher(
-                [t.to_dict() for t in batch], decl, budget, storage_dir=run_dir,
-                done=cells.done_from_records(run_dir, decl.metric, also=also),
-                validate=lambda method, values: _check_tunables(registry.method_spec(method), values,
-                                                                space.source))
-            for note in searcher.messages:
-                printer.message(note, level=0)
-            scheduler = (cells.CellASHA(grace_period=batch[0].train.eval_every,
-                                        max_t=batch[0].train.max_steps) if sweep.asha else None)
-            tuner = tune.Tuner(
-                fn,
-                param_space=trial_config(resources),
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher,
-                    scheduler=scheduler,
-                    num_samples=-1,
-                    max_concurrent_trials=sweep.max_concurrent or None,
-                    reuse_actors=True,
-                    trial_name_creator=lambda trial: cells.trial_id_of(trial.config),
-                    trial_dirname_creator=lambda trial: cells.trial_id_of(trial.config),
-                ),
-                run_config=tune.RunConfig(
-                    name=f"stage{stage}",
-                    storage_path=str(run_dir / "ray"),
-                    verbose=0,
-                    callbacks=[_event_bridge(listeners, specs)],
-                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                ),
-            )
-            tuner.fit()
+            if sweep.search == "threshold":
+                _threshold_stage(runner, stage, batch, printer)
+            else:
+                runner.run(f"stage{stage}", batch, waiting)
     except KeyboardInterrupt:
         listeners.abort_open(f"sweep interrupted; continue with: smctune resume {run_dir}")
         raise
     finally:
         listeners.abort_open("sweep ended before the trial did")
     return SweepOutcome(str(run_dir), len(trials), len(pending), len(trials) - len(pending))
+
+
+class _StageRunner:
+    """Runs one Tuner over a batch of planned trials: the cell searcher emits them (skipping
+    finished ones) and, in searched cells, Optuna's further tunings, interleaving cells."""
+
+    def __init__(self, sweep, space, run_dir: Path, fn, resources, listeners, specs, also: tuple):
+        self.sweep, self.space, self.run_dir, self.fn = sweep, space, run_dir, fn
+        self.resources, self.listeners, self.specs, self.also = resources, listeners, specs, also
+        self.decl = space.search_decl(sweep.preset)
+        self.budget = sweep.trials_per_cell or self.decl.trials_per_cell
+
+    def run(self, name: str, batch: list[TrialSpec], waiting: list[TrialSpec]) -> None:
+        from ray import tune
+
+        tuned = self.budget > 1 and any(self.decl.space(t.method) for t in batch)
+        if not waiting and not tuned:
+            return
+        space = self.space
+        searcher = cells.CellSearcher(
+            [t.to_dict() for t in batch], self.decl, self.budget, storage_dir=self.run_dir,
+            done=cells.done_from_records(self.run_dir, self.decl.metric, also=self.also),
+            validate=lambda method, values: _check_tunables(registry.method_spec(method), values,
+                                                            space.source))
+        for note in searcher.messages:
+            self.listeners.printer.message(note, level=0)
+        scheduler = (cells.CellASHA(grace_period=batch[0].train.eval_every,
+                                    max_t=batch[0].train.max_steps) if self.sweep.asha else None)
+        tuner = tune.Tuner(
+            self.fn,
+            param_space=trial_config(self.resources),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=-1,
+                max_concurrent_trials=self.sweep.max_concurrent or None,
+                reuse_actors=True,
+                trial_name_creator=lambda trial: cells.trial_id_of(trial.config),
+                trial_dirname_creator=lambda trial: cells.trial_id_of(trial.config),
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(self.run_dir / "ray"),
+                verbose=0,
+                callbacks=[_event_bridge(self.listeners, self.specs)],
+                failure_config=tune.FailureConfig(max_failures=self.sweep.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        tuner.fit()
+
+
+def _threshold_stage(runner: _StageRunner, stage: int, batch: list[TrialSpec], printer) -> None:
+    """``--search threshold``: per (architecture, method), bisect the grid for the first failing
+    level instead of running every level. A proposed level runs on every seed and fold and its
+    search is told their mean, the value the report compares. Trials that are not on a grid curve
+    (dense, IMP ladders, N:M) run in the first round; the searches start once the dense baselines
+    of the stage are known (stage-2 methods: from the records of stage 1). Rounds are Tuners over
+    the levels proposed; a resumed sweep replays finished levels without running them."""
+    from .threshold import MultiSearch, ThresholdSearch, is_searchable
+
+    def searchable(t: TrialSpec) -> bool:
+        return is_searchable(registry.method_spec(t.method).schedule) and not t.tunables.get("pattern")
+
+    fixed = [t for t in batch if not searchable(t)]
+    curves: dict = {}
+    for t in batch:
+        if searchable(t):
+            curves.setdefault((t.model.arch, t.method), {}).setdefault(t.sparsity, []).append(t)
+    def done() -> dict:
+        return cells.done_from_records(runner.run_dir, "best", also=runner.also)
+
+    runner.run(f"stage{stage}", fixed, [t for t in fixed if t.trial_id not in done()])
+    if not curves:
+        return
+    dense = _dense_means(runner.run_dir)
+    multi = MultiSearch()
+    grid = tuple(sorted(runner.sweep.sparsities))
+    for key in curves:
+        if dense.get(key[0]) is None:
+            printer.message(f"threshold search: no dense value for {key[0] or 'the task'}; "
+                            f"{key[1]} runs its whole grid", level=0)
+            continue
+        multi.add(key, ThresholdSearch(grid, dense[key[0]], tolerance=0.01))
+    unsearched = [t for key, levels in curves.items() if key not in multi.keys()
+                  for members in levels.values() for t in members]
+    if unsearched:
+        runner.run(f"stage{stage}-grid", unsearched, unsearched)
+    for round_number in range(1, 10 * len(grid) + 2):
+        if multi.done:
+            break
+        proposals = multi.next_batch(len(multi) * len(grid))
+        finished = done()
+        to_run = [t for key, level in proposals for t in curves[key][level] if t.trial_id not in finished]
+        if to_run:
+            runner.run(f"stage{stage}-round{round_number}", to_run, to_run)
+            finished = done()
+        for key, level in proposals:
+            values = [finished.get(t.trial_id) for t in curves[key][level]]
+            known = [v for v in values if v is not None]
+            multi.tell(key, level, sum(known) / len(known) if known else None)
+    summary = multi.summary()
+    printer.message(summary.text, level=0)
+    _write_threshold_record(runner.run_dir, stage, summary)
+
+
+def _dense_means(run_dir: Path) -> dict:
+    """Architecture -> mean of the dense trials' best value (seeds and folds), from the records."""
+    values: dict = {}
+    for path in (run_dir / "results").glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("method") != "dense" or record.get("status") != "ok" or not record.get("levels"):
+            continue
+        best = record["levels"][-1].get("best")
+        if isinstance(best, (int, float)) and math.isfinite(best):
+            values.setdefault(record.get("model") or "", []).append(float(best))
+    return {arch: sum(v) / len(v) for arch, v in values.items()}
+
+
+def _write_threshold_record(run_dir: Path, stage: int, summary) -> None:
+    """``threshold.json``: per curve the failing level found and the trials it took (a stage's
+    entry replaces the previous one)."""
+    path = run_dir / "threshold.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    data[f"stage{stage}"] = {
+        "text": summary.text, "trials_used": summary.trials_used, "grid_trials": summary.grid_trials,
+        "curves": [{"model": key[0] or None, "method": key[1], "fails_at": r.fails_at,
+                    "non_monotone": r.non_monotone, "certified": r.certified,
+                    "trials_used": r.trials_used, "grid_size": r.grid_size,
+                    "measured": {repr(level): value for level, value in r.measured.items()}}
+                   for key, r in summary.results.items()]}
+    path.write_text(json.dumps(data, indent=1))
 
 
 def _sigterm_interrupts() -> None:

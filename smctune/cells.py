@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from .config import level_label, trial_id_from
 from .errors import UserError
 from .tunables import Tunable
 
@@ -235,14 +236,6 @@ def _same(a, b) -> bool:
 
 # ------------------------------------------------------------------------------------ keys and ids
 
-def _level(trial: Mapping) -> str:
-    if trial.get("levels"):
-        return f"to{trial['levels'][-1]:.4f}"
-    if trial.get("sparsity") is None:
-        return "dense"
-    return f"s{trial['sparsity']:.4f}"
-
-
 def _arch(trial: Mapping) -> str:
     return (trial.get("model") or {}).get("arch") or ""
 
@@ -250,21 +243,18 @@ def _arch(trial: Mapping) -> str:
 def cell_key(trial: Mapping) -> str:
     """``[arch/]method/level`` of a TrialSpec dict: the study name of its cell."""
     arch = _arch(trial)
-    return f"{arch + '/' if arch else ''}{trial['method']}/{_level(trial)}"
+    return f"{arch + '/' if arch else ''}{trial['method']}/{level_label(trial)}"
 
 
 def member_key(trial: Mapping) -> tuple:
     """What ``CellASHA`` compares within: the cell plus seed and fold (never across them)."""
-    return (trial.get("task"), _arch(trial), trial["method"], _level(trial), trial.get("seed"),
+    return (trial.get("task"), _arch(trial), trial["method"], level_label(trial), trial.get("seed"),
             trial.get("fold"))
 
 
 def _base_trial_id(trial: Mapping) -> str:
-    """``TrialSpec.trial_id`` of a planned trial dict (tuning 0), without building the TrialSpec
-    (the member ids and the keys of ``done``; a test keeps it equal to ``TrialSpec.trial_id``)."""
-    arch = _arch(trial)
-    fold = "" if trial.get("fold") is None else f"-fold{trial['fold']}"
-    return f"{arch + '-' if arch else ''}{trial['method']}-{_level(trial)}-seed{trial['seed']}{fold}"
+    """The trial id of a planned trial dict at tuning 0 (the member ids and the keys of ``done``)."""
+    return trial_id_from({**trial, "tuning": 0})
 
 
 def tuned_trial_id(base_id: str, tuning: int) -> str:
@@ -273,35 +263,10 @@ def tuned_trial_id(base_id: str, tuning: int) -> str:
 
 
 def trial_id_of(config: Mapping) -> str:
-    """The smctune trial id of a Tune config emitted by ``CellSearcher``: ``TrialSpec.trial_id``,
-    which carries ``-t<k>`` for tuning k > 0. For Tune's ``trial_name_creator`` and
+    """The smctune trial id of a Tune config emitted by ``CellSearcher`` (``TrialSpec.trial_id``,
+    which carries ``-t<k>`` for tuning k > 0): for Tune's ``trial_name_creator`` and
     ``trial_dirname_creator``, and the driver's records."""
-    from .config import TrialSpec
-
-    return TrialSpec.from_dict(config["trial"]).trial_id
-
-
-def done_from_records(run_dir: str | os.PathLike, metric: str = "best",
-                      also: tuple = ()) -> dict[str, Optional[float]]:
-    """Finished trials of a run directory (``results/<id>.json`` with status ok or collapsed, or one
-    of ``also``, as ``records.finished_ids``) -> their value under ``metric`` (``best``/``final`` of
-    the last level; None without one, and always None for the ``also`` statuses): the ``done``
-    argument of ``CellSearcher``."""
-    from .records import FINISHED_STATUSES
-
-    done = {}
-    for path in sorted(Path(run_dir, "results").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        status = record.get("status")
-        if status not in FINISHED_STATUSES + tuple(also):
-            continue
-        levels = record.get("levels") or []
-        value = levels[-1].get(metric) if levels and status in FINISHED_STATUSES else None
-        done[record["trial_id"]] = _finite(value)
-    return done
+    return trial_id_from(config["trial"])
 
 
 def _finite(value) -> Optional[float]:
@@ -356,7 +321,7 @@ class CellSearchCore:
         seed: seeds every study's TPE sampler (mixed with the cell key and the study's length, so
             cells differ and a resumed study does not replay its first draws).
         storage_dir: the run directory; the studies live in ``<storage_dir>/optuna.journal``.
-        done: finished trial id -> value (``done_from_records``). Planned trials of untuned cells in
+        done: finished trial id -> value (``records.finished_values``). Planned trials of untuned cells in
             it are not emitted; in tuned cells tuning 0 (the defaults) takes its members' values from
             it instead of running them again. Tunings > 0 are resumed from the storage alone.
         validate: ``validate(method, tunables)`` raises ``UserError`` for a combination that cannot

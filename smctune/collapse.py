@@ -15,6 +15,7 @@ import re
 from typing import Optional, Sequence
 
 from .config import StopSettings
+from .errors import UserError
 
 LOSS_NOT_FINITE = "loss not finite"
 
@@ -54,8 +55,6 @@ def empty_layer_reason(stop: StopSettings, layerwise: Sequence) -> Optional[str]
 
 
 def check(stop: StopSettings, where: str) -> None:
-    from .errors import UserError
-
     if stop.chance_evals < 0:
         raise UserError(f"{where}.stop.chance_evals must be 0 (off) or more, got {stop.chance_evals}")
     if not 0 <= stop.after_fraction <= 1:

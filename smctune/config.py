@@ -280,16 +280,7 @@ class TrialSpec:
 
     @property
     def trial_id(self) -> str:
-        if self.levels:  # an IMP ladder (lth, obert_imp): one trial for every round
-            level = f"to{self.levels[-1]:.4f}"
-        elif self.sparsity is None:
-            level = "dense"
-        else:
-            level = f"s{self.sparsity:.4f}"
-        arch = f"{self.model.arch}-" if self.model.arch else ""
-        fold = "" if self.fold is None else f"-fold{self.fold}"
-        tuning = f"-t{self.tuning}" if self.tuning else ""
-        return f"{arch}{self.method}-{level}-seed{self.seed}{fold}{tuning}"
+        return trial_id_from(self.to_dict())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -308,6 +299,25 @@ class TrialSpec:
         if self.fold is not None:
             payload["fold"] = self.fold
         return stable_hash(payload)
+
+
+def level_label(trial: dict) -> str:
+    """The level part of a trial id, from a ``TrialSpec`` dict: ``dense``, ``s0.3600``, or
+    ``to0.8322`` for an IMP ladder (lth, obert_imp: one trial for every round)."""
+    if trial.get("levels"):
+        return f"to{trial['levels'][-1]:.4f}"
+    if trial.get("sparsity") is None:
+        return "dense"
+    return f"s{trial['sparsity']:.4f}"
+
+
+def trial_id_from(trial: dict) -> str:
+    """``[arch-]method-level-seedN[-foldK][-tT]`` of a ``TrialSpec`` dict, without building the spec
+    (the cell searcher names thousands of trials from their dicts)."""
+    arch = (trial.get("model") or {}).get("arch") or ""
+    fold = "" if trial.get("fold") is None else f"-fold{trial['fold']}"
+    tuning = f"-t{trial['tuning']}" if trial.get("tuning") else ""
+    return f"{arch + '-' if arch else ''}{trial['method']}-{level_label(trial)}-seed{trial['seed']}{fold}{tuning}"
 
 
 def _cache_relevant(train: TrainSettings) -> dict:

@@ -7,6 +7,7 @@ file is written atomically when its trial ends, so an interrupted sweep never le
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -23,14 +24,27 @@ FINISHED_STATUSES = (STATUS_OK, STATUS_COLLAPSED)
 def finished_ids(run_dir: str | os.PathLike, also: tuple = ()) -> set[str]:
     """Trials whose record says ``ok`` or ``collapsed`` (or one of ``also``, e.g. ``failed`` for a
     resume that keeps failures): a rerun of the sweep leaves them alone."""
-    done = set()
-    for path in Path(run_dir, "results").glob("*.json"):
+    return set(finished_values(run_dir, also=also))
+
+
+def finished_values(run_dir: str | os.PathLike, metric: str = "best",
+                    also: tuple = ()) -> dict[str, Optional[float]]:
+    """The finished trials of ``finished_ids`` -> their value under ``metric`` (``best``/``final``
+    of the last level; None without one, and always None for the ``also`` statuses): what the cell
+    searcher and the threshold search are told."""
+    done = {}
+    for path in sorted(Path(run_dir, "results").glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("status") in FINISHED_STATUSES + tuple(also):
-            done.add(record["trial_id"])
+        status = record.get("status")
+        if status not in FINISHED_STATUSES + tuple(also):
+            continue
+        levels = record.get("levels") or []
+        value = levels[-1].get(metric) if levels and status in FINISHED_STATUSES else None
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        done[record["trial_id"]] = float(value) if finite else None
     return done
 
 

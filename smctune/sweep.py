@@ -27,7 +27,7 @@ from .dense_cache import DenseCache
 from .errors import UserError
 from .progress import ProgressPrinter
 from .tunables import check_all
-from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids
+from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids, finished_values
 
 RAY_QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -368,7 +368,7 @@ class _StageRunner:
         space = self.space
         searcher = cells.CellSearcher(
             [t.to_dict() for t in batch], self.decl, self.budget, storage_dir=self.run_dir,
-            done=cells.done_from_records(self.run_dir, self.decl.metric, also=self.also),
+            done=finished_values(self.run_dir, self.decl.metric, also=self.also),
             validate=lambda method, values: _check_tunables(registry.method_spec(method), values,
                                                             space.source))
         for note in searcher.messages:
@@ -417,12 +417,12 @@ def _threshold_stage(runner: _StageRunner, stage: int, batch: list[TrialSpec], p
         if searchable(t):
             curves.setdefault((t.model.arch, t.method), {}).setdefault(t.sparsity, []).append(t)
     def done() -> dict:
-        return cells.done_from_records(runner.run_dir, "best", also=runner.also)
+        return finished_values(runner.run_dir, "best", also=runner.also)
 
     runner.run(f"stage{stage}", fixed, [t for t in fixed if t.trial_id not in done()])
     if not curves:
         return
-    dense = _dense_means(runner.run_dir)
+    dense = _dense_means(runner.run_dir, {arch for arch, _ in curves})
     multi = MultiSearch()
     grid = tuple(sorted(runner.sweep.sparsities))
     for key in curves:
@@ -453,20 +453,17 @@ def _threshold_stage(runner: _StageRunner, stage: int, batch: list[TrialSpec], p
     _write_threshold_record(runner.run_dir, stage, summary)
 
 
-def _dense_means(run_dir: Path) -> dict:
-    """Architecture -> mean of the dense trials' best value (seeds and folds), from the records."""
-    values: dict = {}
-    for path in (run_dir / "results").glob("*.json"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("method") != "dense" or record.get("status") != "ok" or not record.get("levels"):
-            continue
-        best = record["levels"][-1].get("best")
-        if isinstance(best, (int, float)) and math.isfinite(best):
-            values.setdefault(record.get("model") or "", []).append(float(best))
-    return {arch: sum(v) / len(v) for arch, v in values.items()}
+def _dense_means(run_dir: Path, archs) -> dict:
+    """Architecture -> the dense baseline the report compares with (``analysis.dense_baseline``:
+    mean over seeds of the fold means); None where no dense trial has a value."""
+    from .analysis import dense_baseline, load_run
+
+    run = load_run(run_dir)
+    means = {}
+    for arch in archs:
+        stat = dense_baseline(run, "best", arch or None)
+        means[arch] = stat.mean if stat is not None else None
+    return means
 
 
 def _write_threshold_record(run_dir: Path, stage: int, summary) -> None:

@@ -284,15 +284,19 @@ class Trial:
                "train_loss": train_loss, "sparsity": sparsity, "sparsity_all": sparsity_all,
                "round": level.round, "level": level.target}
         level.history.append(row)
-        layerwise = mask.layerwise() if mask is not None else []
+        # per-layer counts read every mask once: only when a stop rule needs them or the level ends
+        ends = diverged or level.step >= train.max_steps
+        layerwise = mask.layerwise() if mask is not None and (ends or self.spec.stop.empty_layers) else []
         collapsed = self._collapse_reason(level, layerwise, diverged, at_target)
-        done = diverged or bool(collapsed) or level.step >= train.max_steps
+        done = ends or bool(collapsed)
+        if done and mask is not None and not layerwise:
+            layerwise = mask.layerwise()
         metrics = dict(row, best=level.best if level.best > float("-inf") else scores[self.metric],
                        level_done=done, diverged=diverged, metric_name=self.metric,
                        dense_key=self.dense_key, global_step=self._global_step(level),
                        resumed_from=self.resumed_from, collapsed=collapsed)
         if done and mask is not None:
-            metrics["layerwise_csv"] = mask.layerwise_csv()
+            metrics["layerwise_csv"] = mask.layerwise_csv(layerwise)
             metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]
         checkpoint = None
         if not done and optimizer is not None and self._checkpoint_due():

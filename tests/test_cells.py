@@ -12,6 +12,7 @@ import pytest
 from smctune import cells, registry
 from smctune.config import SweepSpec, load_search_space
 from smctune.errors import UserError
+from smctune.records import finished_values
 from smctune.sweep import plan_trials
 
 TUNABLES = {name: spec.tunables for name, spec in registry.METHODS.items()}
@@ -149,9 +150,9 @@ def test_ids_keys_and_records(tmp_path):
                                      ("c", "failed", [{"best": 0.9}]), ("d", "ok", [])):
         (results / f"{trial_id}.json").write_text(json.dumps({"trial_id": trial_id, "status": status,
                                                               "levels": levels}))
-    assert cells.done_from_records(tmp_path / "run") == {"a": 0.5, "b": 0.2, "d": None}
-    assert cells.done_from_records(tmp_path / "run", "final") == {"a": 0.4, "b": None, "d": None}
-    assert cells.done_from_records(tmp_path / "run", also=("failed",))["c"] is None
+    assert finished_values(tmp_path / "run") == {"a": 0.5, "b": 0.2, "d": None}
+    assert finished_values(tmp_path / "run", "final") == {"a": 0.4, "b": None, "d": None}
+    assert finished_values(tmp_path / "run", also=("failed",))["c"] is None
 
 
 def test_trials_per_cell_flag_is_checked():

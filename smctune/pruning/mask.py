@@ -121,7 +121,7 @@ class Mask:
                                    (numel - kept) / numel if numel else 0.0, self.aliases[name]))
         return stats
 
-    def layerwise_csv(self) -> str:
+    def layerwise_csv(self, stats: Optional[list] = None) -> str:
         """CSV report, header ``name,shape,numel,kept,sparsity,aliases``.
 
         ``shape`` is written as ``768x3072``; ``aliases`` are joined with ``;``.
@@ -129,7 +129,7 @@ class Mask:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["name", "shape", "numel", "kept", "sparsity", "aliases"])
-        for s in self.layerwise():
+        for s in self.layerwise() if stats is None else stats:
             writer.writerow([s.name, "x".join(str(d) for d in s.shape), s.numel, s.kept,
                              f"{s.sparsity:.6f}", ";".join(s.aliases)])
         return buf.getvalue()

@@ -161,8 +161,13 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
                 # the driver registers a checkpoint after the worker wrote it; a kill inside that
                 # window restarts from scratch (Ray's semantics), so give the driver a moment
                 time.sleep(0.5)
-                for proc in psutil.process_iter(["cmdline"]):
-                    cmdline = " ".join(proc.info["cmdline"] or [])
+                # only this session's Ray (its raylet and workers descend from this process): other
+                # Ray instances on the machine, e.g. a sweep running beside the tests, are left alone
+                for proc in psutil.Process().children(recursive=True):
+                    try:
+                        cmdline = " ".join(proc.cmdline())
+                    except psutil.Error:
+                        continue
                     if cmdline.startswith("ray::ImplicitFunc"):
                         proc.send_signal(signal.SIGKILL)
                         killed.append(proc.pid)

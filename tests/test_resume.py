@@ -58,6 +58,12 @@ def test_interrupted_driver_then_resume(tmp_path):
     runs = _runs(run_dir)
     assert "RUNNING" not in set(runs["status"])
     assert set(runs[runs["tags.trial_id"].isin(finished)]["status"]) == {"FINISHED"}
+    from smctune.status import read_status
+
+    # `smctune status` on the real interrupted run: the finished trials, and none left running
+    states = {t.trial_id: t.state for t in read_status(run_dir).trials}
+    assert {tid for tid, state in states.items() if state == "finished"} == finished
+    assert "running" not in states.values() and len(states) == 10
 
     resumed = subprocess.run(SMCTUNE + ["resume", str(run_dir), "-q"], env=env, capture_output=True,
                              text=True, timeout=600)
@@ -70,6 +76,7 @@ def test_interrupted_driver_then_resume(tmp_path):
     assert "RUNNING" not in set(runs["status"])
     counts = runs[runs["status"] == "FINISHED"]["tags.trial_id"].value_counts()
     assert set(counts.index) == set(after) and counts.max() == 1  # every trial finished exactly once
+    assert read_status(run_dir).counts()["finished"] == 10
 
 
 def test_resume_keeps_failures_unless_asked(tmp_path):

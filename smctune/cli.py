@@ -245,6 +245,9 @@ def _resolve(args, *, for_plan: bool):
     if "/" in name or name in ("", ".", ".."):
         raise UserError(f"--name '{name}' must be a plain name, not a path")
     run_dir = storage / name
+    from .tracking import default_tracking_uri
+
+    mlflow_uri = args.mlflow_uri or default_tracking_uri(run_dir)
     needs_gpu_count = args.preset in ("auto", "paper")
     gpus = _visible_gpus(start_ray=not for_plan) if needs_gpu_count else 0.0
     if for_plan and args.preset == "paper" and gpus <= 0:  # plan a GPU sweep from a laptop
@@ -255,8 +258,6 @@ def _resolve(args, *, for_plan: bool):
     models = _parse_models(args.model, space)
     folds = _parse_folds(args.folds, registry.load_task(args.task).folds(preset, data_dir), args.task)
     verbosity = 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1
-    from .tracking import default_tracking_uri
-
     trials_per_cell = _parse_trials_per_cell(getattr(args, "trials_per_cell", None), space, preset)
     search = getattr(args, "search", "grid")
     if search not in SEARCH_MODES:
@@ -267,7 +268,7 @@ def _resolve(args, *, for_plan: bool):
     spec = config.SweepSpec(
         task=args.task, methods=methods, sparsities=sparsities, seeds=tuple(range(args.seeds)),
         preset=preset, preset_reason=reason, name=name, run_dir=str(run_dir),
-        mlflow_uri=args.mlflow_uri or default_tracking_uri(run_dir), data_dir=data_dir, keep_dense=keep_dense,
+        mlflow_uri=mlflow_uri, data_dir=data_dir, keep_dense=keep_dense,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
         faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial,
@@ -568,29 +569,16 @@ def _multinode_problems(spec, nodes, driver, request: dict, shared_storage: bool
 
 def _check_cluster(spec, space, shared_storage: bool, default_mlflow: bool) -> None:
     """Before any trial: one trial must fit on a node, and a sweep that spans nodes needs
-    --storage on a shared filesystem and an MLflow store other machines can reach. Starts no Ray:
-    without RAY_ADDRESS (and no Ray running in this process) the sweep's local Ray gets this
-    machine's CPUs and GPUs, which is what is checked."""
+    --storage on a shared filesystem and an MLflow store other machines can reach. Asks Ray (the
+    cluster at RAY_ADDRESS, else the sweep's own local instance, started here rather than later),
+    so what is checked is exactly what the trials will be scheduled on."""
     from . import estimate
-    from .sweep import trial_resources
+    from .sweep import ensure_ray, trial_resources
 
     resources = trial_resources(spec, space)
     request = estimate.ray_request(resources.cpu, resources.gpu, resources.memory_gb)
     connected = bool(os.environ.get("RAY_ADDRESS"))
-    running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     source = "--gpus-per-trial" if spec.gpus_per_trial is not None else f"preset {spec.preset}"
-    if not connected and not running:
-        import torch
-
-        node = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-        local = estimate.Cluster("this machine", (node,))
-        cores = {key: value for key, value in request.items() if key != "memory"}
-        if estimate.fits_on(node, cores) == 0:
-            raise UserError(f"a trial cannot run on this machine: {estimate.unfit_reason(local, cores)} "
-                            f"(resources from {source}; see `smctune plan`)")
-        return
-    from .sweep import ensure_ray
-
     ensure_ray()
     import ray
 
@@ -599,7 +587,8 @@ def _check_cluster(spec, space, shared_storage: bool, default_mlflow: bool) -> N
     if estimate.concurrency(cluster, request)[0] == 0:
         reason = estimate.unfit_reason(cluster, request)
         if not connected:
-            raise UserError(f"a trial cannot run on this Ray instance: {reason} (resources from {source})")
+            raise UserError(f"a trial cannot run on this machine: {reason} (resources from {source}; "
+                            "see `smctune plan`)")
         print(f"warning: no node can hold a trial yet ({reason}); the sweep waits for the autoscaler "
               "to add one")
     problems = _multinode_problems(spec, nodes, ray.get_runtime_context().get_node_id(), request,
@@ -609,13 +598,14 @@ def _check_cluster(spec, space, shared_storage: bool, default_mlflow: bool) -> N
 
 
 def cmd_sweep(args) -> int:
+    warming = _warm_imports()
     try:
         spec, space = _resolve(args, for_plan=False)
-        _check_cluster(spec, space, args.shared_storage, default_mlflow=not args.mlflow_uri)
     except BaseException:
-        _shutdown_ray()
+        _shutdown_ray()  # the preset's resolution may have started Ray
         raise
-    return _run_sweep(spec, space, rerun_failed=True)
+    return _run_sweep(spec, space, warming, rerun_failed=True, shared_storage=args.shared_storage,
+                      default_mlflow=not args.mlflow_uri)
 
 
 def cmd_resume(args) -> int:
@@ -625,6 +615,7 @@ def cmd_resume(args) -> int:
 
     from .config import SweepSpec, load_search_space
 
+    warming = _warm_imports()
     run_dir = _run_dir(args)
     try:
         spec = SweepSpec.from_json((run_dir / "sweep.json").read_text())
@@ -638,20 +629,34 @@ def cmd_resume(args) -> int:
     space = load_search_space(spec.task, source if source and Path(source).is_file() else None)
     from .tracking import default_tracking_uri
 
-    try:
-        _check_cluster(spec, space, args.shared_storage,
-                       default_mlflow=spec.mlflow_uri == default_tracking_uri(run_dir))
-    except BaseException:
-        _shutdown_ray()
-        raise
-    return _run_sweep(spec, space, rerun_failed=args.restart_errored)
+    return _run_sweep(spec, space, warming, rerun_failed=args.restart_errored,
+                      shared_storage=args.shared_storage,
+                      default_mlflow=spec.mlflow_uri == default_tracking_uri(run_dir))
 
 
-def _run_sweep(spec, space, rerun_failed: bool) -> int:
-    """Plan, record and run a resolved sweep, then report (``sweep`` and ``resume``)."""
+def _warm_imports():
+    """Import MLflow's client and sqlite store (about a second of Python) on a helper thread while
+    the main thread validates the input and starts Ray (background.py). Nothing is written: a sweep
+    refused for bad input leaves no trace."""
+    import importlib
+
+    from .background import Background
+
+    def warm():
+        for module in ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"):
+            importlib.import_module(module)
+    return Background(warm)
+
+
+def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
+               default_mlflow: bool) -> int:
+    """Check, plan, record and run a resolved sweep, then report (``sweep`` and ``resume``). The
+    data is checked before Ray starts (a bad file costs no start-up); Ray's shut-down overlaps the
+    report."""
     from . import registry
+    from .background import Background
     from .progress import ProgressPrinter
-    from .sweep import plan_trials, run_sweep
+    from .sweep import plan_trials, run_sweep, tuned_trial_count
     from .tracking import MLflowTracker, git_sha
 
     try:
@@ -660,14 +665,14 @@ def _run_sweep(spec, space, rerun_failed: bool) -> int:
         task = registry.load_task(spec.task)
         data = _validate_data(task, spec, space)
         trials = plan_trials(spec, space)
+        _check_cluster(spec, space, shared_storage, default_mlflow)
         run_dir = Path(spec.run_dir)
         _check_writable(run_dir)
         _record_spec(run_dir, spec)
-        from .sweep import tuned_trial_count
-
         printer.total = tuned_trial_count(trials, space, spec)
         printer.message(f"task {spec.task}: {len(trials)} trials ({', '.join(spec.methods)}) on "
                         f"{data.source}; run directory {run_dir}")
+        warming.result()
         tracker = MLflowTracker(spec.mlflow_uri, experiment=f"smctune/{spec.name}", run_dir=str(run_dir),
                                 sweep_tags={"sweep": spec.name, "smctune_version": _version(),
                                             "git_sha": git_sha(), "preset_reason": spec.preset_reason})
@@ -675,11 +680,16 @@ def _run_sweep(spec, space, rerun_failed: bool) -> int:
         outcome = run_sweep(spec, space, trials, printer, tracker, rerun_failed=rerun_failed)
         printer.message(f"sweep finished in {time.monotonic() - started:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
-    finally:
+    except BaseException:
         _shutdown_ray()
-    paths = _print_report(spec.run_dir, metric="best", tolerance=0.01)
-    tracker.log_sweep_report(spec.name, [paths.results_json, *paths.plots, run_dir / "sweep.json"],
-                             paths.table)
+        raise
+    stopping = Background(_shutdown_ray)
+    try:
+        paths = _print_report(spec.run_dir, metric="best", tolerance=0.01)
+        tracker.log_sweep_report(spec.name, [paths.results_json, *paths.plots, run_dir / "sweep.json"],
+                                 paths.table)
+    finally:
+        stopping.result()
     return 0
 
 
@@ -714,11 +724,10 @@ def _record_spec(run_dir: Path, spec) -> None:
 
 
 def _shutdown_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
+    if "ray" in sys.modules:  # no Ray import just to find nothing to stop
+        from .sweep import stop_ray
 
-        if ray.is_initialized():
-            ray.shutdown()
+        stop_ray()
 
 
 def _print_report(run_dir: str, metric: str, tolerance: float):
@@ -827,5 +836,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script: ``main``, then end the process without finalizing the interpreter.
+    Tearing down the module graph of Ray, Tune, MLflow and matplotlib takes about a second, a
+    visible share of a short sweep (benchmarks/bench_sweep.py), and by now everything this command
+    wrote is closed: Ray is shut down, MLflow runs are terminated, records are renamed into place.
+    An uncaught exception still takes the normal path, traceback included."""
+    code = main()
+    _shutdown_ray()
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -141,6 +141,33 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
     return ray.cluster_resources()
 
 
+def stop_ray() -> None:
+    """Disconnect, and stop the local instance when this process started it."""
+    import ray
+
+    if ray.is_initialized():
+        _kill_autoscaler_monitor()
+        ray.shutdown()
+
+
+def _kill_autoscaler_monitor() -> None:
+    """Ray's autoscaler monitor answers SIGTERM by reporting its "failure" to the GCS, which
+    ``ray.shutdown`` stops first, so every shut-down of a local instance waits out the monitor's 1 s
+    grace period before Ray SIGKILLs it (measured: 1.0 of 1.4 s). A local instance has nothing to
+    autoscale and the monitor holds no state, so it is killed up front. This reaches into Ray's
+    private node object; if that changes, shut-down is simply as slow as before."""
+    try:
+        from ray._private import ray_constants, worker
+
+        node = worker._global_node
+        if node is None or not node.head:
+            return
+        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, ()):
+            info.process.kill()
+    except Exception:  # noqa: BLE001 - an optimisation must never break the shut-down
+        return
+
+
 def trial_resources(sweep: SweepSpec, space: SearchSpace) -> Resources:
     """What every trial of the sweep asks Ray for: the preset's resources, with ``--gpus-per-trial``
     (``SweepSpec.gpus_per_trial``) replacing the gpu count when given."""

@@ -55,8 +55,9 @@ def main() -> None:
     import sqlite3
 
     with sqlite3.connect(run_dir / "mlflow.db") as db:
-        first, last = db.execute("select min(start_time), max(end_time) from runs where name not like "
-                                 "'%(report)'").fetchone()
+        first, last = db.execute("select min(start_time), max(end_time) from runs where run_uuid not in "
+                                 "(select run_uuid from tags where key = 'kind' and value = 'sweep')"
+                                 ).fetchone()
     span = (last - first) / 1000
     print(f"trials: {len(records)} ({sum(r['status'] == 'ok' for r in records)} ok), concurrency "
           f"{concurrency}")

@@ -18,8 +18,10 @@ Definitions (the report states them too):
 * A trial level is matched to a grid column when ``|level.sparsity - grid| <= 1e-4`` (LTH reports one
   level per IMP round, each landing in its own column; rounds off the grid are ignored).
 * The dense baseline is the mean/std over seeds of the dense trials' level value.
-* A level *fails* when ``mean < dense_mean - tolerance`` (strictly; exactly ``dense - tolerance`` still
-  matches). The *failing sparsity* of a method is the lowest grid sparsity that fails.
+* A level *fails* when its mean is strictly below the criterion's threshold (``dense - tolerance``,
+  or ``dense * (1 - r)`` for a relative tolerance; exactly the threshold still matches) and, with
+  ``--alpha``, significantly so across seeds (``criterion.py``). The *failing sparsity* of a method
+  is the lowest grid sparsity that fails; a failing level followed by a passing one is non-monotone.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Union
 
 from .config import SweepSpec
+from .criterion import Criterion
 from .errors import UserError
 
 METRIC_KINDS = ("best", "final")
@@ -39,7 +42,6 @@ METRIC_KIND_LABELS = {"best": "best over evaluations", "final": "final evaluatio
 STATUSES = ("ok", "collapsed", "failed", "killed")
 RESULT_STATUSES = ("ok", "collapsed")   # statuses whose levels are measurements
 LEVEL_TOL = 1e-4      # matching a trial level to a grid sparsity
-COMPARE_EPS = 1e-9    # float slack so "exactly dense - tolerance" never fails by rounding
 DENSE = "dense"
 
 # outcomes of failing_sparsity
@@ -75,6 +77,9 @@ class TrialResult:
     model: Optional[str] = None        # architecture (``--model``), None for single-architecture tasks
     fold: Optional[int] = None
     tuning: int = 0                    # tuning of a searched cell (``--trials-per-cell``)
+    tunables: dict = field(default_factory=dict)   # the method hyperparameters the trial ran with
+    started_at: Optional[float] = None  # unix time the driver saw the trial start / end
+    ended_at: Optional[float] = None
 
 
 @dataclass
@@ -164,6 +169,9 @@ def _load_trial(path: Path) -> TrialResult:
         model=model if isinstance(model, str) and model else None,
         fold=fold if isinstance(fold, int) and not isinstance(fold, bool) else None,
         tuning=int(data.get("tuning") or 0),
+        tunables=data["tunables"] if isinstance(data.get("tunables"), dict) else {},
+        started_at=data.get("started_at") if _is_number(data.get("started_at")) else None,
+        ended_at=data.get("ended_at") if _is_number(data.get("ended_at")) else None,
     )
 
 
@@ -187,6 +195,8 @@ class CellStat:
     missing_folds: bool = False   # some seed's mean lacks a fold the sweep ran (or another seed has)
     tuning: int = 0               # searched cells: the tuning shown (the best mean)...
     tunings: int = 1              # ...of this many with a value
+    achieved: Optional[float] = None   # mean sparsity the shown tuning's trials reached
+    tunables: dict = field(default_factory=dict)   # the shown tuning's hyperparameters
 
     @property
     def all_failed(self) -> bool:
@@ -318,6 +328,7 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
             continue
         values = {g: [] for g in grid}
         counts = {g: {} for g in grid}
+        reached = {g: [] for g in grid}
         for trial in trials:
             if trial.method != method:
                 continue
@@ -330,11 +341,21 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
                     counts[g][status] = counts[g].get(status, 0) + 1
                     if _is_number(level.get(metric)):
                         values[g].append((trial.seed, trial.fold, level[metric], trial.tuning))
+                        reached[g].append((trial.tuning, level.get("achieved_sparsity"), trial.tunables))
             else:
                 for g in _intended_cells(trial, grid):
                     counts[g][trial.status] = counts[g].get(trial.status, 0) + 1
-        table[method] = {g: _best_tuning(values[g], counts[g], tuple(run.spec.folds)) for g in grid}
+        table[method] = {g: _with_reached(_best_tuning(values[g], counts[g], tuple(run.spec.folds)), reached[g])
+                         for g in grid}
     return table
+
+
+def _with_reached(stat: CellStat, reached: list) -> CellStat:
+    """The shown tuning's mean achieved sparsity and its hyperparameters."""
+    mine = [(value, tunables) for tuning, value, tunables in reached if tuning == stat.tuning]
+    numbers = [float(value) for value, _ in mine if _is_number(value)]
+    achieved = math.fsum(numbers) / len(numbers) if numbers else None
+    return dataclasses.replace(stat, achieved=achieved, tunables=dict(mine[0][1]) if mine else {})
 
 
 def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] = None) -> Optional[CellStat]:
@@ -389,6 +410,9 @@ class FailResult:
     missing:  grid levels without a value (they are skipped when scanning).
     missing_below: a level below ``fails_at`` (or, for ``never``, any level) is missing, so the true
               failing sparsity could be lower (or exist at all).
+    With a significance test (``Criterion.alpha``): ``p_values`` per tested level below the
+    threshold, ``not_significant`` the levels below it with p >= alpha, ``untestable`` those with
+    fewer than two seeds on a side; neither counts as failing.
     """
 
     outcome: str
@@ -399,39 +423,51 @@ class FailResult:
     failing_levels: tuple = ()
     missing: tuple = ()
     missing_below: bool = False
+    p_values: dict = field(default_factory=dict)
+    not_significant: tuple = ()
+    untestable: tuple = ()
 
 
 CurveValue = Union[None, float, CellStat]
 
 
-def failing_sparsity(curve: Mapping[float, CurveValue], dense_mean: Optional[float],
-                     tolerance: float = 0.01) -> FailResult:
-    """First sparsity (increasing) whose mean is strictly below ``dense_mean - tolerance``.
+def _mean_and_values(value: Union[CurveValue]) -> tuple:
+    if isinstance(value, CellStat):
+        return value.mean, value.values
+    return (None, ()) if value is None else (float(value), (float(value),))
 
-    ``curve`` maps every grid sparsity of the method to its mean (a float, a ``CellStat`` or ``None``
+
+def failing_sparsity(curve: Mapping[float, CurveValue], dense: CurveValue,
+                     criterion: Criterion = Criterion()) -> FailResult:
+    """First sparsity (increasing) that fails ``criterion`` against ``dense``.
+
+    ``curve`` maps every grid sparsity of the method to its value (a float, a ``CellStat`` or None
     for a missing level); include missing levels so "first level" refers to the grid's first level.
+    The significance test needs per-seed values, so floats count as one seed.
     """
-    if tolerance < 0 or not math.isfinite(tolerance):
-        raise UserError(f"tolerance must be a non-negative number, got {tolerance}")
+    dense_mean, dense_values = _mean_and_values(dense)
     points = []
     for sparsity in sorted(curve):
-        value = curve[sparsity]
-        if isinstance(value, CellStat):
-            value = value.mean
-        points.append((float(sparsity), None if value is None else float(value)))
-    missing = tuple(s for s, v in points if v is None)
-    measured = [(s, v) for s, v in points if v is not None]
+        mean, values = _mean_and_values(curve[sparsity])
+        points.append((float(sparsity), mean, values))
+    missing = tuple(s for s, mean, _ in points if mean is None)
+    measured = [(s, mean, values) for s, mean, values in points if mean is not None]
     if not measured:
-        threshold = None if dense_mean is None else dense_mean - tolerance
+        threshold = None if dense_mean is None else criterion.threshold(dense_mean)
         return FailResult(NO_DATA, threshold=threshold, missing=missing)
     if dense_mean is None:
         return FailResult(NO_DENSE, missing=missing)
-    threshold = dense_mean - tolerance
-    failing = tuple(s for s, v in measured if v < threshold - COMPARE_EPS)
+    threshold = criterion.threshold(dense_mean)
+    below = [(s, values) for s, mean, values in measured if criterion.below(mean, dense_mean)]
+    p_values = {s: criterion.p_value(values, dense_values) for s, values in below} if criterion.alpha else {}
+    untestable = tuple(s for s, p in p_values.items() if p is None)
+    not_significant = tuple(s for s, p in p_values.items() if p is not None and p >= criterion.alpha)
+    failing = tuple(s for s, _ in below if s not in untestable and s not in not_significant)
+    extra = dict(missing=missing, p_values=p_values, untestable=untestable, not_significant=not_significant)
     if not failing:
-        return FailResult(NEVER, threshold=threshold, missing=missing, missing_below=bool(missing))
+        return FailResult(NEVER, threshold=threshold, missing_below=bool(missing), **extra)
     first = failing[0]
-    recovered = any(s > first and v >= threshold - COMPARE_EPS for s, v in measured)
+    recovered = any(s > first and s not in failing for s, _, _ in measured)
     return FailResult(
         FAILS_AT,
         fails_at=first,
@@ -439,16 +475,9 @@ def failing_sparsity(curve: Mapping[float, CurveValue], dense_mean: Optional[flo
         non_monotone=recovered,
         threshold=threshold,
         failing_levels=failing,
-        missing=missing,
         missing_below=any(s < first for s in missing),
+        **extra,
     )
-
-
-def is_failing(mean: Optional[float], dense_mean: Optional[float], tolerance: float) -> Optional[bool]:
-    """The per-cell mark: ``True`` below ``dense - tolerance``, ``False`` within, ``None`` if unknown."""
-    if mean is None or dense_mean is None:
-        return None
-    return mean < dense_mean - tolerance - COMPARE_EPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,7 +500,7 @@ class Summary:
     run_dir: str
     metric: str                # "best" | "final"
     metric_name: str           # what the task measures, e.g. "accuracy"
-    tolerance: float
+    criterion: Criterion
     grid: tuple
     seeds: tuple
     dense: Optional[CellStat]
@@ -491,19 +520,16 @@ class Summary:
         return METRIC_KIND_LABELS[self.metric]
 
 
-def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
+def summarize(run: RunResults, metric: str = "best", criterion: Criterion = Criterion(),
               model: Optional[str] = None) -> Summary:
     """One architecture's summary (``model``; every trial when None)."""
     _check_metric(metric)
-    if not _is_number(tolerance) or tolerance < 0:
-        raise UserError(f"tolerance must be a non-negative number, got {tolerance}")
     spec = run.spec
     grid = tuple(sorted(spec.sparsities))
     trials = _trials_of(run, model)
     dense = dense_baseline(run, metric, model)
-    dense_mean = dense.mean if dense is not None else None
     methods = tuple(
-        MethodSummary(name, table, failing_sparsity(table, dense_mean, tolerance))
+        MethodSummary(name, table, failing_sparsity(table, dense, criterion))
         for name, table in cells(run, metric, model).items()
     )
     task_entry = _task_entry(spec.task)
@@ -515,7 +541,7 @@ def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
     count = {s: sum(1 for t in trials if t.status == s) for s in STATUSES}
     return Summary(
         task=spec.task, preset=spec.preset, name=spec.name, run_dir=str(run.run_dir),
-        metric=metric, metric_name=metric_name, tolerance=float(tolerance), grid=grid,
+        metric=metric, metric_name=metric_name, criterion=criterion, grid=grid,
         seeds=tuple(spec.seeds), dense=dense, chance=chance, methods=methods,
         trials_ok=count["ok"], trials_failed=count["failed"], trials_killed=count["killed"],
         trials_collapsed=count["collapsed"],
@@ -524,12 +550,12 @@ def summarize(run: RunResults, metric: str = "best", tolerance: float = 0.01,
     )
 
 
-def summarize_all(run: RunResults, metric: str = "best", tolerance: float = 0.01) -> list:
+def summarize_all(run: RunResults, metric: str = "best", criterion: Criterion = Criterion()) -> list:
     """One ``Summary`` per architecture the sweep ran (one for single-architecture tasks)."""
     models = tuple(run.spec.models) or tuple(dict.fromkeys(t.model for t in run.trials if t.model))
     if len(models) <= 1:
-        return [summarize(run, metric, tolerance, models[0] if models else None)]
-    return [summarize(run, metric, tolerance, model) for model in models]
+        return [summarize(run, metric, criterion, models[0] if models else None)]
+    return [summarize(run, metric, criterion, model) for model in models]
 
 
 def _task_entry(task: str):

@@ -68,15 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
                                   "still come from the table)")
 
     report = _run_command(commands, "report",
-                          "print the method x sparsity table, write results.json and the PNG curves",
+                          "the answer of a finished or partial sweep: failing sparsity per method, "
+                          "results.json, report.md, a self-contained report.html and PNG figures",
                           "smctune report smctune_runs/csqa-20261122-101500",
-                          "smctune report csqa-20261122-101500 --metric final --tolerance 0.02")
+                          "smctune report csqa-20261122-101500 --tolerance 2% --alpha 0.05 --compare-paper",
+                          "smctune report --mlflow-uri http://mlflow:5000 --experiment smctune/csqa-paper "
+                          "--out csqa-report", run_optional=True)
     report.add_argument("--metric", choices=("best", "final"), default="best",
                         help="best over evaluations at the target sparsity (SMC-Bench's protocol) or "
                              "the final evaluation (default: best)")
-    report.add_argument("--tolerance", type=float, default=0.01,
-                        help="a level fails when its metric is below dense by more than this "
-                             "(fraction; 0.01 = 1 point, the default)")
+    report.add_argument("--tolerance", default="1",
+                        help="a level fails when its mean is below dense by more than this: points "
+                             "(1 = one point, the default) or percent of dense (2%%)")
+    report.add_argument("--alpha", type=float, default=None,
+                        help="also require the drop to be significant across seeds: one-sided Welch "
+                             "t-test at this level (e.g. 0.05; needs 2+ seeds)")
+    report.add_argument("--compare-paper", action="store_true",
+                        help="overlay the SMC-Bench paper's dense baselines and approximate curve points "
+                             "(read from its figures)")
+    report.add_argument("--layers-at", default=None,
+                        help="sparsities for the layerwise figures (default: the grid levels nearest "
+                             "0.36, 0.672, 0.832, as the paper's figures 6-8)")
+    report.add_argument("--mlflow-uri", help="build the report from this MLflow tracking server/store "
+                                             "instead of a run directory")
+    report.add_argument("--experiment", help="with --mlflow-uri: the sweep's experiment (smctune/<name>)")
+    report.add_argument("--out", help="where the report goes (default: the run directory; with "
+                                      "--mlflow-uri: ./<sweep name>-report)")
 
     resume = _run_command(commands, "resume",
                           "continue an interrupted sweep from its run directory (finished trials are "
@@ -111,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_command(commands, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+def _run_command(commands, name: str, help_text: str, *examples: str,
+                 run_optional: bool = False) -> argparse.ArgumentParser:
     """A command that reads one finished (or running) run directory."""
     cmd = commands.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=_examples(*examples))
-    cmd.add_argument("run", help="run directory, or a run name under --storage")
+    cmd.add_argument("run", nargs="?" if run_optional else None,
+                     help="run directory, or a run name under --storage")
     cmd.add_argument("--storage", default=DEFAULT_STORAGE, help="where run names are looked up")
     return cmd
 
@@ -657,8 +676,11 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
     from .background import Background
     from .progress import ProgressPrinter
     from .sweep import plan_trials, run_sweep, tuned_trial_count
+    from . import environment
+    from .report import ReportOptions
     from .tracking import MLflowTracker, git_sha
 
+    tracker = None
     try:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
@@ -673,24 +695,45 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
         printer.message(f"task {spec.task}: {len(trials)} trials ({', '.join(spec.methods)}) on "
                         f"{data.source}; run directory {run_dir}")
         warming.result()
+        sha = git_sha()
         tracker = MLflowTracker(spec.mlflow_uri, experiment=f"smctune/{spec.name}", run_dir=str(run_dir),
                                 sweep_tags={"sweep": spec.name, "smctune_version": _version(),
-                                            "git_sha": git_sha(), "preset_reason": spec.preset_reason})
+                                            "git_sha": sha, "preset_reason": spec.preset_reason})
+        tracker.log_sweep_files([run_dir / "sweep.json", _write_plan(run_dir, spec, trials),
+                                 environment.write(run_dir, environment.capture(_ray_nodes(), sha))])
         started = time.monotonic()
         outcome = run_sweep(spec, space, trials, printer, tracker, rerun_failed=rerun_failed)
         printer.message(f"sweep finished in {time.monotonic() - started:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
-    except BaseException:
+    except BaseException as err:
         _shutdown_ray()
+        if tracker is not None:
+            tracker.end_sweep("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     stopping = Background(_shutdown_ray)
     try:
-        paths = _print_report(spec.run_dir, metric="best", tolerance=0.01)
-        tracker.log_sweep_report(spec.name, [paths.results_json, *paths.plots, run_dir / "sweep.json"],
-                                 paths.table)
+        paths = _print_report(spec.run_dir, ReportOptions())
+        tracker.log_sweep_report(paths.files)
     finally:
         stopping.result()
     return 0
+
+
+def _write_plan(run_dir: Path, spec, trials) -> Path:
+    """``plan.json``: the trials the sweep set out to run, so a report can name what is missing."""
+    import json
+
+    from .report import PLAN_FILE
+
+    path = run_dir / PLAN_FILE
+    path.write_text(json.dumps({"search": spec.search, "trials": [t.trial_id for t in trials]}, indent=1))
+    return path
+
+
+def _ray_nodes() -> list:
+    import ray
+
+    return ray.nodes() if ray.is_initialized() else []
 
 
 def _validate_data(task, spec, space):
@@ -730,13 +773,14 @@ def _shutdown_ray() -> None:
         stop_ray()
 
 
-def _print_report(run_dir: str, metric: str, tolerance: float):
+def _print_report(run_dir, options):
     from .report import write_report
 
-    paths = write_report(run_dir, metric=metric, tolerance=tolerance)
+    paths = write_report(run_dir, options)
     print()
     print(paths.table)
-    print(f"\nresults: {paths.results_json}\ncurves:  {', '.join(map(str, paths.plots or (paths.curves_png,)))}")
+    print(f"\nreport:  {paths.html}\nresults: {paths.results_json}\n"
+          f"figures: {', '.join(p.name for p in paths.figures)} (in {paths.html.parent})")
     return paths
 
 
@@ -751,11 +795,38 @@ def _run_dir(args) -> Path:
 
 
 def cmd_report(args) -> int:
-    run = _run_dir(args)
-    if not 0 <= args.tolerance < 1:
-        raise UserError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance}")
-    _print_report(str(run), metric=args.metric, tolerance=args.tolerance)
+    from .criterion import Criterion, parse_alpha, parse_tolerance
+    from .report import ReportOptions
+
+    criterion = Criterion(parse_tolerance(args.tolerance), parse_alpha(args.alpha))
+    levels = _parse_layer_levels(args.layers_at)
+    options = ReportOptions(metric=args.metric, criterion=criterion, compare_paper=args.compare_paper,
+                            layer_levels=levels, out_dir=Path(args.out).resolve() if args.out else None)
+    if args.mlflow_uri:
+        from .mlflow_source import fetch_run
+
+        if args.run:
+            raise UserError("give either a run directory or --mlflow-uri with --experiment, not both")
+        if not args.experiment:
+            raise UserError("--mlflow-uri needs --experiment (the sweep's experiment, smctune/<name>)")
+        out = options.out_dir or Path(f"{args.experiment.split('/')[-1]}-report").resolve()
+        run = fetch_run(args.mlflow_uri, args.experiment, out)
+        from dataclasses import replace
+
+        _print_report(str(run), replace(options, out_dir=out))
+        return 0
+    if not args.run:
+        raise UserError("which run? give a run directory (or its name under --storage), or --mlflow-uri")
+    _print_report(str(_run_dir(args)), options)
     return 0
+
+
+def _parse_layer_levels(text: Optional[str]) -> Optional[tuple]:
+    if text is None:
+        return None
+    from .config import parse_sparsities
+
+    return tuple(parse_sparsities(text))
 
 
 def cmd_layers(args) -> int:

@@ -277,6 +277,7 @@ class TrialSpec:
     fold: Optional[int] = None
     stop: StopSettings = field(default_factory=StopSettings)
     tuning: int = 0              # which tuning of a searched cell (0 = the search space's defaults)
+    masks_dir: str = ""          # where each level's final mask is saved (smctune.masks); "" = nowhere
 
     @property
     def trial_id(self) -> str:

@@ -116,7 +116,10 @@ class RecordKeeper:
         if status == STATUS_OK and record.get("collapse_reason"):
             status = STATUS_COLLAPSED
         record["status"], record["error"] = status, error
-        record["wall_s"] = round(time.time() - record.pop("_t0"), 3)
+        started = record.pop("_t0")
+        record["ended_at"] = round(time.time(), 3)
+        record["started_at"] = round(started, 3)
+        record["wall_s"] = round(record["ended_at"] - started, 3)
         path = self.directory / f"{trial_id}.json"
         staging = path.with_suffix(".json.tmp")
         staging.write_text(json.dumps(record, indent=1, default=str))

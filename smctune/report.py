@@ -1,29 +1,48 @@
-"""Turn a run directory into the report: a plain-text table, ``results.json`` and ``curves.png``.
+"""Turn a run directory into the report: the text table, ``results.json``, figures, ``report.md`` and
+a self-contained ``report.html``.
 
-The numbers come from ``smctune.analysis``; this module only formats them. matplotlib is imported
-inside ``plot_curves`` (Agg backend) so ``smctune report`` stays cheap until it draws.
+The numbers come from ``smctune.analysis`` (cells, failing sparsity) and ``smctune.similarity``
+(layerwise profiles, mask overlap); ``figures.py`` draws, ``report_doc.py`` renders. matplotlib is
+imported only when drawing, so ``smctune report`` needs neither Ray nor torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, FailResult, Summary, is_failing,
-                       load_run, summarize_all)
+from .analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, FailResult, Summary, load_run,
+                       summarize_all)
+from .criterion import Criterion
 from .errors import UserError
+from .figures import LINESTYLES, MARKERS, save_figure
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
 PLOT_FILE = "curves.png"
+PLAN_FILE = "plan.json"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+PAPER_LAYER_LEVELS = (0.36, 0.672, 0.832)   # the paper's layerwise figures 6-8
 
 MARK_OK = "✓"
 MARK_FAIL = "✗"
+MARK_NOT_SIGNIFICANT = "≈"   # below the threshold, but not significantly (or untestable) under --alpha
 MISSING = "—"
 COLLAPSED_MARK = "†"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    metric: str = "best"
+    criterion: Criterion = Criterion()
+    compare_paper: bool = False
+    layer_levels: Optional[tuple] = None    # None: the grid levels nearest PAPER_LAYER_LEVELS
+    out_dir: Optional[Path] = None          # None: the run directory
 
 
 @dataclass(frozen=True)
@@ -33,11 +52,37 @@ class ReportPaths:
     table: str
     summary: Summary          # likewise the first; ``summaries`` holds every one
     summaries: tuple = ()
-    plots: tuple = ()
+    plots: tuple = ()         # the curves, one per architecture
+    figures: tuple = ()       # every PNG written (curves included)
+    markdown: Optional[Path] = None
+    html: Optional[Path] = None
 
     @property
     def plot(self) -> Path:
         return self.curves_png
+
+    @property
+    def files(self) -> tuple:
+        return tuple(p for p in (self.results_json, self.markdown, self.html, *self.figures) if p)
+
+
+@dataclass(frozen=True)
+class ArchitectureFacts:
+    """What the report adds to one architecture's ``Summary``: layer and mask analysis, the paper."""
+
+    similarities: tuple = ()     # similarity.PairSimilarity
+    embedding: dict = field(default_factory=dict)   # (method, level) -> reason
+    paper: object = None         # paper_reference.PaperReference or None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Run-level facts for results.json: what ran where, at what cost, and what is missing."""
+
+    environment: Optional[dict] = None
+    sweep: Optional[dict] = None
+    compute: dict = field(default_factory=dict)
+    completeness: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,8 +99,18 @@ def _stat_text(stat: CellStat) -> str:
     return text
 
 
-def format_cell(stat: Optional[CellStat], dense_mean: Optional[float], tolerance: float,
-                expected_n: int = 0) -> str:
+def cell_mark(sparsity: float, stat: Optional[CellStat], fail: FailResult) -> Optional[str]:
+    """The mark the method's failing-sparsity analysis gives this level (None: no mark)."""
+    if stat is None or stat.mean is None or fail.threshold is None:
+        return None
+    if sparsity in fail.failing_levels:
+        return MARK_FAIL
+    if sparsity in fail.not_significant or sparsity in fail.untestable:
+        return MARK_NOT_SIGNIFICANT
+    return MARK_OK
+
+
+def format_cell(stat: Optional[CellStat], mark: Optional[str], expected_n: int = 0) -> str:
     """``77.3±1.2 ✓``, ``70.1 ✗``, ``failed``/``killed`` (every trial of the cell), ``—`` (no value).
 
     A ``*`` before the mark means fewer ok seeds than the sweep asked for (``expected_n``): some
@@ -72,10 +127,7 @@ def format_cell(stat: Optional[CellStat], dense_mean: Optional[float], tolerance
         text += COLLAPSED_MARK
     if _short(stat, expected_n):
         text += "*"
-    failing = is_failing(stat.mean, dense_mean, tolerance)
-    if failing is not None:
-        text += " " + (MARK_FAIL if failing else MARK_OK)
-    return text
+    return text + (f" {mark}" if mark else "")
 
 
 def _short(stat: CellStat, expected_n: int) -> bool:
@@ -119,7 +171,10 @@ def footer(summary: Summary) -> str:
         trials += f", {summary.trials_killed} killed"
     if summary.trials_collapsed:
         trials += f", {summary.trials_collapsed} collapsed"
-    return (f"{dense} | tolerance {100 * summary.tolerance:g} pt ({MARK_FAIL} = below dense − tolerance) | "
+    marks = f"{MARK_FAIL} = fails"
+    if summary.criterion.alpha:
+        marks += f", {MARK_NOT_SIGNIFICANT} = below the threshold but not significant or untestable"
+    return (f"{dense} | {summary.criterion.label} ({marks}) | "
             f"metric: {summary.metric_name}, {summary.metric_label} | chance {chance} | trials: {trials}")
 
 
@@ -130,11 +185,10 @@ def format_table(summary: Summary) -> str:
     header = ["method", "dense"] + [f"{s:.3f}" for s in summary.grid] + ["fails at"]
     rows = []
     if summary.dense is not None:
-        rows.append(["dense", format_cell(summary.dense, None, summary.tolerance, n_seeds)]
-                    + [""] * len(summary.grid) + [""])
+        rows.append(["dense", format_cell(summary.dense, None, n_seeds)] + [""] * len(summary.grid) + [""])
     for method in summary.methods:
         rows.append([method.name, ""]
-                    + [format_cell(method.cells.get(s), dense_mean, summary.tolerance, n_seeds)
+                    + [format_cell(method.cells.get(s), cell_mark(s, method.cells.get(s), method.fail), n_seeds)
                        for s in summary.grid]
                     + [format_fail(method.fail)])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -189,7 +243,7 @@ def dense_at_chance(summary: Summary) -> bool:
     """A baseline that never left chance (smoke's random-weight models) makes every comparison noise."""
     if summary.dense is None or summary.dense.mean is None or summary.chance is None:
         return False
-    return summary.dense.mean <= summary.chance + summary.tolerance
+    return summary.criterion.threshold(summary.dense.mean) <= summary.chance
 
 
 def format_layers(run, method: Optional[str] = None, sparsity: Optional[float] = None) -> str:
@@ -232,16 +286,25 @@ def _stat_json(stat: Optional[CellStat]) -> Optional[dict]:
     return data
 
 
-def results_dict(summary: Summary) -> dict:
+def results_dict(summary: Summary, facts: ArchitectureFacts = ArchitectureFacts()) -> dict:
+    """One architecture's results (schema ``SCHEMA_VERSION``, documented in the README)."""
     methods = {}
     for method in summary.methods:
         fail = method.fail
         per_level = {}
         for s in summary.grid:
-            entry = _stat_json(method.cells.get(s)) or {"mean": None, "std": None, "n": 0, "values": [],
-                                                         "status_counts": {}}
-            per_level[_key(s)] = {"sparsity": s, **entry,
-                                  "collapsed_layers": summary.collapsed.get((method.name, s), [])}
+            stat = method.cells.get(s)
+            entry = _stat_json(stat) or {"mean": None, "std": None, "n": 0, "values": [], "status_counts": {}}
+            per_level[_key(s)] = {
+                "sparsity": s, **entry,
+                "achieved_sparsity": stat.achieved if stat is not None else None,
+                "tunables": stat.tunables if stat is not None else {},
+                "p_value": fail.p_values.get(s),
+                "mark": {MARK_OK: "ok", MARK_FAIL: "fails", MARK_NOT_SIGNIFICANT: "not_significant",
+                         None: None}[cell_mark(s, stat, fail)],
+                "collapsed_layers": summary.collapsed.get((method.name, s), []),
+                "embedding_collapse": facts.embedding.get((method.name, s)),
+            }
         methods[method.name] = {
             "levels": per_level,
             "failing_sparsity": fail.fails_at,
@@ -251,8 +314,11 @@ def results_dict(summary: Summary) -> dict:
             "missing_levels": list(fail.missing),
             "missing_below": fail.missing_below,
             "threshold": fail.threshold,
+            "not_significant": list(fail.not_significant),
+            "untestable": list(fail.untestable),
             "fails_at_text": format_fail(fail),
         }
+    paper = facts.paper
     return {
         "schema_version": SCHEMA_VERSION,
         "task": summary.task,
@@ -260,7 +326,7 @@ def results_dict(summary: Summary) -> dict:
         "name": summary.name,
         "metric": summary.metric,
         "metric_name": summary.metric_name,
-        "tolerance": summary.tolerance,
+        "criterion": summary.criterion.as_dict(),
         "grid": list(summary.grid),
         "seeds": list(summary.seeds),
         "model": summary.model,
@@ -273,6 +339,10 @@ def results_dict(summary: Summary) -> dict:
                    "failed": summary.trials_failed,
                    "killed": summary.trials_killed,
                    "failures": [{"trial_id": t, "status": s, "error": e} for t, s, e in summary.failures]},
+        "similarity": [dataclasses.asdict(p) for p in facts.similarities],
+        "paper": None if paper is None else {"dense": paper.dense, "curves": {
+            m: {_key(k): v for k, v in pts.items()} for m, pts in paper.curves.items()},
+            "citation": paper.citation},
     }
 
 
@@ -292,25 +362,29 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-def combined_results_dict(summaries) -> dict:
-    """results.json of a sweep over several architectures: the common fields once, then one
-    single-architecture results object per architecture under ``by_model``."""
-    first = summaries[0]
-    return {"schema_version": SCHEMA_VERSION, "task": first.task, "preset": first.preset,
-            "name": first.name, "models": [s.model for s in summaries],
-            "by_model": {s.model: results_dict(s) for s in summaries}}
-
-
-def write_results_json(summary, path: Union[str, Path]) -> Path:
-    """One ``Summary`` (or a list of them, one per architecture) to ``path``."""
-    path = Path(path)
-    if isinstance(summary, Summary):
-        data = results_dict(summary)
-    elif len(summary) == 1:
-        data = results_dict(summary[0])
+def results_document(summaries, arch_facts=None, run_facts: RunFacts = RunFacts()) -> dict:
+    """results.json: one architecture's results at the top level, or (a sweep over several) the
+    common fields once and one results object per architecture under ``by_model``; then the
+    run-level facts (environment, resolved sweep settings, compute, completeness)."""
+    summaries = [summaries] if isinstance(summaries, Summary) else list(summaries)
+    arch_facts = list(arch_facts or [ArchitectureFacts()] * len(summaries))
+    if len(summaries) == 1:
+        data = results_dict(summaries[0], arch_facts[0])
     else:
-        data = combined_results_dict(summary)
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        first = summaries[0]
+        data = {"schema_version": SCHEMA_VERSION, "task": first.task, "preset": first.preset,
+                "name": first.name, "models": [s.model for s in summaries],
+                "by_model": {s.model: results_dict(s, f) for s, f in zip(summaries, arch_facts)}}
+    data.update(environment=run_facts.environment, sweep=run_facts.sweep, compute=run_facts.compute,
+                completeness=run_facts.completeness)
+    return data
+
+
+def write_results_json(summaries, path: Union[str, Path], arch_facts=None,
+                       run_facts: RunFacts = RunFacts()) -> Path:
+    path = Path(path)
+    text = json.dumps(results_document(summaries, arch_facts, run_facts), indent=2, ensure_ascii=False,
+                      allow_nan=False) + "\n"
     _write_atomic(path, text.encode())
     return path
 
@@ -318,15 +392,11 @@ def write_results_json(summary, path: Union[str, Path]) -> Path:
 # --------------------------------------------------------------------------------------------------
 # plot
 
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
-# No plain dotted style: dotted is the chance line.
-_LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (10, 3)), (0, (1, 1, 1, 1, 6, 1)),
-               (0, (1, 2, 4, 2)), (0, (4, 1)), "-", "--", "-.")
-
-
-def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
+def plot_curves(summary: Summary, path: Union[str, Path], paper=None) -> Path:
     """PNG of metric (%) vs sparsity: one line per method (distinct marker and line style), dense as a
-    solid horizontal line with its tolerance band, chance as a dotted line."""
+    solid horizontal line with its tolerance band, chance as a dotted line; with ``paper`` (a
+    ``PaperReference``) the paper's dense as a dash-dot line and its approximate points as hollow
+    markers of the method's shape."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,14 +408,17 @@ def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
     try:
         dense_mean = summary.dense.mean if summary.dense is not None else None
         if dense_mean is not None:
-            low = 100 * (dense_mean - summary.tolerance)
+            low = 100 * summary.criterion.threshold(dense_mean)
             ax.axhspan(low, 100 * dense_mean, color="0.85", zorder=0,
-                       label=f"dense − tolerance ({100 * summary.tolerance:g} pt)")
+                       label=f"dense − tolerance ({summary.criterion.tolerance.label})")
             ax.axhline(100 * dense_mean, color="black", linewidth=1.6, zorder=1,
                        label=f"dense {_stat_text(summary.dense)}")
         if summary.chance is not None:
             ax.axhline(100 * summary.chance, color="0.35", linestyle=":", linewidth=1.6, zorder=1,
                        label=f"chance {100 * summary.chance:.1f}%")
+        if paper is not None and paper.dense is not None:
+            ax.axhline(100 * paper.dense, color="0.25", linestyle="-.", linewidth=1.2, zorder=1,
+                       label=f"paper dense ≈{100 * paper.dense:.1f}% (approximate)")
         cmap = plt.get_cmap("tab10")
         circles = False
         for i, method in enumerate(summary.methods):
@@ -356,9 +429,15 @@ def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
             ys = [100 * st.mean for _, st in points]
             errs = [100 * (st.std or 0.0) for _, st in points]
             ax.errorbar(xs, ys, yerr=errs if any(errs) else None, label=_plot_label(method),
-                        color=cmap(i % 10), marker=_MARKERS[i % len(_MARKERS)],
-                        linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.6, markersize=6,
+                        color=cmap(i % 10), marker=MARKERS[i % len(MARKERS)],
+                        linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.6, markersize=6,
                         capsize=3, elinewidth=0.9, zorder=3)
+            paper_points = sorted((paper.curves if paper is not None else {}).get(method.name, {}).items())
+            if paper_points:
+                ax.plot([x for x, _ in paper_points], [100 * y for _, y in paper_points],
+                        marker=MARKERS[i % len(MARKERS)], markersize=9, markerfacecolor="none",
+                        markeredgecolor=cmap(i % 10), markeredgewidth=1.3, linestyle="none", zorder=4,
+                        label=f"{method.name}: paper ≈ (read from its figure)")
             fail = method.fail
             if fail.outcome == FAILS_AT:
                 circles = True
@@ -377,17 +456,15 @@ def plot_curves(summary: Summary, path: Union[str, Path]) -> Path:
         ax.set_title(f"{summary.task}{model} · preset {summary.preset}  ({summary.name})")
         ax.grid(True, color="0.9", linewidth=0.8, zorder=0)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8.5, frameon=False)
+        notes = []
         if circles:
-            fig.text(0.01, 0.01, "big circle: failing sparsity (first level below dense − tolerance)",
-                     fontsize=7.5, color="0.3")
+            notes.append("big circle: failing sparsity (first level that fails)")
+        if paper is not None:
+            notes.append(f"paper values {paper.citation}")
+        if notes:
+            fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, color="0.3", wrap=True)
         fig.tight_layout()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format="png", bbox_inches="tight")
-            os.replace(tmp, path)
-        except OSError as err:
-            raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return path
@@ -407,15 +484,28 @@ def _plot_label(method) -> str:
 # --------------------------------------------------------------------------------------------------
 # entry point
 
-def write_report(run_dir: Union[str, Path], *, metric: str = "best", tolerance: float = 0.01) -> ReportPaths:
-    """Write ``<run_dir>/results.json`` and ``<run_dir>/curves.png``; return their paths and the table."""
+def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptions()) -> ReportPaths:
+    """Write results.json, the figures, report.md and report.html (into ``options.out_dir`` or the
+    run directory); return their paths and the text table. Works on partial runs."""
+    from . import report_build, report_doc
+
     run = load_run(run_dir)
-    summaries = summarize_all(run, metric=metric, tolerance=tolerance)
-    root = Path(run_dir)
-    results = write_results_json(summaries, root / RESULTS_FILE)
+    summaries = summarize_all(run, metric=options.metric, criterion=options.criterion)
+    out = Path(options.out_dir or run_dir)
     several = len(summaries) > 1
-    plots = tuple(plot_curves(s, root / (f"curves-{s.model}.png" if several else PLOT_FILE))
-                  for s in summaries)
+    facts = [report_build.architecture_facts(run, s, options.compare_paper) for s in summaries]
+    drawn = [report_build.draw(run, s, f, out, f"-{s.model}" if several else "", options.layer_levels)
+             for s, f in zip(summaries, facts)]
+    run_facts = report_build.run_facts(run)
+    results = write_results_json(summaries, out / RESULTS_FILE, facts, run_facts)
     table = "\n\n".join(format_table(s) for s in summaries)
+    title = f"smctune report: {summaries[0].task} · preset {summaries[0].preset} · run {summaries[0].name}"
+    blocks = report_build.blocks(summaries, facts, drawn, run_facts, table, options.criterion)
+    markdown = out / MARKDOWN_FILE
+    _write_atomic(markdown, report_doc.to_markdown(title, blocks, out).encode())
+    html = out / HTML_FILE
+    _write_atomic(html, report_doc.to_html(title, blocks).encode())
+    plots = tuple(d.curves for d in drawn)
     return ReportPaths(results_json=results, curves_png=plots[0], table=table, summary=summaries[0],
-                       summaries=tuple(summaries), plots=plots)
+                       summaries=tuple(summaries), plots=plots,
+                       figures=tuple(p for d in drawn for p in d.paths), markdown=markdown, html=html)

@@ -25,6 +25,7 @@ from . import cells, registry
 from .config import Resources, SearchSpace, SweepSpec, TrialSpec
 from .dense_cache import DenseCache
 from .errors import UserError
+from .masks import MASKS_DIRNAME
 from .progress import ProgressPrinter
 from .tunables import check_all
 from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids, finished_values
@@ -55,6 +56,7 @@ def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
 def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
     """Every trial of the sweep: architectures x seeds x folds x methods x levels (dense first)."""
     cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
+    masks_dir = str(Path(sweep.run_dir) / MASKS_DIRNAME)
     methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
     trials = []
     for arch in sweep.models or ("",):
@@ -69,7 +71,7 @@ def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
                     common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
                                   model=preset.model, train=preset.train, tunables=tunables,
                                   prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,
-                                  fold=fold, stop=preset.stop)
+                                  fold=fold, stop=preset.stop, masks_dir=masks_dir)
                     trials.extend(_method_trials(spec, tunables, sweep.sparsities, common))
     return trials
 
@@ -305,8 +307,8 @@ class _Listeners:
         self.printer.recovered(trial_id, error)
 
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
-        self.records.finished(trial_id, status, error)
-        self._track("finished", trial_id, status, error)
+        record = self.records.finished(trial_id, status, error)
+        self._track("finished", trial_id, status, error, record)
         self.printer.finished(trial_id, status, error)
 
     def _track(self, event: str, *args):

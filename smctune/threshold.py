@@ -20,7 +20,7 @@ full; ``summary().text`` is the "trials used vs the full grid" line.
 Definitions (the same as ``smctune.analysis``):
 
 * A level *fails* when its value is strictly below ``dense - tolerance`` (with the float slack
-  ``analysis.COMPARE_EPS``, so exactly ``dense - tolerance`` passes).
+  ``criterion.COMPARE_EPS``, so exactly ``dense - tolerance`` passes).
 * The *grid answer* is the first grid level (ascending) that fails, or "never" (``None``) when no level
   fails: what the full grid would report.
 * A told value of ``None`` (or NaN/inf) is a trial without a value (crashed, diverged) and counts as
@@ -73,7 +73,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, Optional, Sequence, Union
 
-from .analysis import COMPARE_EPS, LEVEL_TOL
+from .analysis import LEVEL_TOL
+from .criterion import COMPARE_EPS
 from .errors import UserError
 
 SCHEDULES = ("none", "oneshot", "gmp", "imp", "rigl")

@@ -1,14 +1,21 @@
-"""MLflow tracking: one experiment per sweep, one run per trial.
+"""MLflow tracking: one experiment per sweep, a parent run for the sweep, one child run per trial.
 
 Runs are created and closed from the driver (not from inside Ray workers), so a run's status is always
 settled by someone who outlives the trial: FINISHED when it completes, FAILED when it errors, KILLED
 when the sweep is interrupted. ``close_open_runs`` is called from a ``finally`` in the sweep, so no run
-is ever left RUNNING. Artifacts (the layerwise sparsity table) are logged through the client, which
-works the same for the default sqlite store and for a remote tracking server.
+is ever left RUNNING. Artifacts are logged through the client, which works the same for the default
+sqlite store and for a remote tracking server.
+
+The parent run (tag ``kind=sweep``) holds the sweep's settings (``sweep.json``, ``plan.json``,
+``environment.json``) from the start and the report at the end; a resumed sweep reopens the same
+parent. Each trial run ends with its record (``record.json``, the run directory's
+``results/<trial>.json``), so the MLflow experiment alone is enough to rebuild the report
+(``smctune report --mlflow-uri``).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -18,6 +25,9 @@ from typing import Optional
 from .config import TrialSpec
 
 METRIC_KEYS = ("loss", "train_loss", "sparsity", "sparsity_all", "best")
+SWEEP_KIND_TAG = "kind"
+PARENT_TAG = "mlflow.parentRunId"
+RECORD_ARTIFACT = "record.json"
 
 
 def default_tracking_uri(run_dir: str | os.PathLike) -> str:
@@ -59,6 +69,25 @@ class MLflowTracker:
             self.experiment_id = found.experiment_id
         self.sweep_tags = {key: str(value) for key, value in sweep_tags.items()}
         self.runs: dict[str, str] = {}
+        self.parent_id = self._open_parent()
+
+    def _open_parent(self) -> str:
+        """The sweep's own run: created once, reopened (RUNNING again) by a resumed sweep."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.{SWEEP_KIND_TAG} = 'sweep'",
+                                        max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        name = self.sweep_tags.get("sweep", "sweep")
+        run = self.client.create_run(self.experiment_id, run_name=f"{name} (sweep)",
+                                     tags=dict(self.sweep_tags, **{SWEEP_KIND_TAG: "sweep"}))
+        return run.info.run_id
+
+    def log_sweep_files(self, files) -> None:
+        for path in files:
+            if Path(path).is_file():
+                self.client.log_artifact(self.parent_id, str(path))
 
     def started(self, spec: TrialSpec) -> str:
         tags = dict(self.sweep_tags, task=spec.task, method=spec.method, seed=str(spec.seed),
@@ -68,6 +97,7 @@ class MLflowTracker:
             tags["model"] = spec.model.arch
         if spec.fold is not None:
             tags["fold"] = str(spec.fold)
+        tags[PARENT_TAG] = self.parent_id
         run = self.client.create_run(self.experiment_id, run_name=spec.trial_id, tags=tags)
         run_id = run.info.run_id
         self.runs[spec.trial_id] = run_id
@@ -113,27 +143,26 @@ class MLflowTracker:
             self.client.set_tag(run_id, "retries", str(retries))
             self.client.set_tag(run_id, "last_retry_error", error[:500])
 
-    def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
+    def finished(self, trial_id: str, status: str, error: Optional[str] = None,
+                 record: Optional[dict] = None) -> None:
         run_id = self.runs.pop(trial_id, None)
         if run_id is None:
             return
         if error:
             self.client.set_tag(run_id, "error", error[:500])
+        if record is not None:
+            self.client.log_text(run_id, json.dumps(record, indent=1, default=str), RECORD_ARTIFACT)
         self.client.set_terminated(run_id, {"ok": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
 
-    def log_sweep_report(self, name: str, files: list, table: str) -> None:
-        """The sweep's own run (tag ``kind=sweep``): the report table and files as artifacts, so the
-        MLflow experiment alone holds the answer, not only the per-trial runs."""
-        run = self.client.create_run(self.experiment_id, run_name=f"{name} (report)",
-                                     tags=dict(self.sweep_tags, kind="sweep"))
-        run_id = run.info.run_id
-        try:
-            self.client.log_text(run_id, table, "report/table.txt")
-            for path in files:
-                if Path(path).is_file():
-                    self.client.log_artifact(run_id, str(path), "report")
-        finally:
-            self.client.set_terminated(run_id, "FINISHED")
+    def log_sweep_report(self, files: list) -> None:
+        """The report's files as artifacts of the parent run (``report/``), which then ends FINISHED."""
+        for path in files:
+            if Path(path).is_file():
+                self.client.log_artifact(self.parent_id, str(path), "report")
+        self.end_sweep("FINISHED")
+
+    def end_sweep(self, status: str) -> None:
+        self.client.set_terminated(self.parent_id, status)
 
     def close_open_runs(self) -> None:
         for trial_id in list(self.runs):

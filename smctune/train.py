@@ -27,6 +27,7 @@ from . import optim, registry
 from .collapse import LOSS_NOT_FINITE, at_chance_reason, empty_layer_reason
 from .config import TrialSpec
 from .dense_cache import DenseCache
+from .masks import save_mask
 from .pruning import GMPSchedule, Mask, SparseTraining, compute_mask, imp_sparsity, prune
 
 
@@ -298,6 +299,8 @@ class Trial:
         if done and mask is not None:
             metrics["layerwise_csv"] = mask.layerwise_csv(layerwise)
             metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]
+            if self.spec.masks_dir:  # the final mask, for mask-overlap analysis (smctune.similarity)
+                save_mask(self.spec.masks_dir, self.spec.trial_id, level.target, mask)
         checkpoint = None
         if not done and optimizer is not None and self._checkpoint_due():
             checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler)

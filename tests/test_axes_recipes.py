@@ -26,8 +26,9 @@ from smctune.cli import _parse_folds, _parse_models
 from smctune.config import (ModelSettings, SweepSpec, TrainSettings, TrialSpec, load_search_space)
 from smctune.errors import UserError
 from smctune.records import RecordKeeper
-from smctune.report import (collapse_lines, combined_results_dict, format_layers, format_table,
-                            results_dict, write_report)
+from smctune import report_build
+from smctune.report import (collapse_lines, format_layers, format_table, results_dict, results_document,
+                            write_report)
 from smctune.sweep import plan_trials
 
 SMCTUNE = str(Path(sys.executable).with_name("smctune"))
@@ -654,14 +655,14 @@ def test_two_architectures_are_summarized_apart(tmp_path):
     assert not (root / "curves.png").exists()
     data = json.loads(paths.results_json.read_text())
     assert data["models"] == ["gts", "graph2tree"] and set(data["by_model"]) == {"gts", "graph2tree"}
-    assert data["task"] == "mawps" and data["schema_version"] == 1
+    assert data["task"] == "mawps" and data["schema_version"] == 2
     by = data["by_model"]
     assert by["gts"]["model"] == "gts" and by["graph2tree"]["model"] == "graph2tree"
     assert by["gts"]["dense"]["values"] == [0.8] and by["graph2tree"]["dense"]["values"] == [0.4]
     assert by["gts"]["methods"]["omp_before"]["failing_sparsity"] == 0.36
     assert by["graph2tree"]["methods"]["omp_before"]["levels"]["0.36"]["status_counts"] == {"failed": 1}
     assert by["gts"]["trials"]["failures"] == []
-    assert data == json.loads(json.dumps(combined_results_dict(summaries)))
+    assert data == json.loads(json.dumps(results_document(summaries, None, report_build.run_facts(load_run(root)))))
     tables = paths.table.split("\n\n")
     titles = [line for line in paths.table.splitlines() if line.startswith("mawps")]
     assert titles[0].startswith("mawps · model gts ·") and titles[1].startswith("mawps · model graph2tree ·")

@@ -148,7 +148,9 @@ def test_collapsed_trials_in_a_real_sweep(tmp_path, ray_session):
     def sweep():
         trials = plan_trials(spec, space)
         tracker = MLflowTracker(spec.mlflow_uri, "smctune/c", str(run_dir), {"sweep": "c", "git_sha": "t"})
-        return run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+        outcome = run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+        tracker.end_sweep("FINISHED")  # what the CLI does after the report
+        return outcome
 
     assert sweep().trials_run == 2
     records = {p.stem: json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")}

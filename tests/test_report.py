@@ -10,10 +10,16 @@ import pytest
 from smctune.analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, cells, dense_baseline,
                               failing_sparsity, load_run, summarize)
 from smctune.config import SweepSpec, paper_grid
+from smctune.criterion import Criterion, Tolerance, parse_tolerance
 from smctune.errors import UserError
 from smctune.report import format_table, plot_curves, write_report, write_results_json
 
 GRID = paper_grid(4)  # (0.2, 0.36, 0.488, 0.5904)
+
+
+def pts(points: float) -> Criterion:
+    """An absolute tolerance of ``points`` (metrics are fractions: 1 point = 0.01)."""
+    return Criterion(Tolerance(points))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +70,7 @@ def add_dense(root, value, seed=0):
 # failing sparsity
 
 def test_fails_at_first_level_below_dense_minus_tolerance():
-    result = failing_sparsity({0.2: 0.77, 0.36: 0.765, 0.488: 0.74, 0.59: 0.60}, 0.775, 0.01)
+    result = failing_sparsity({0.2: 0.77, 0.36: 0.765, 0.488: 0.74, 0.59: 0.60}, 0.775, pts(1))
     assert result.outcome == FAILS_AT
     assert result.fails_at == 0.488
     assert not result.fails_at_first_level
@@ -74,52 +80,52 @@ def test_fails_at_first_level_below_dense_minus_tolerance():
 
 
 def test_never_fails_within_grid():
-    result = failing_sparsity({0.2: 0.77, 0.36: 0.77, 0.488: 0.769}, 0.77, 0.01)
+    result = failing_sparsity({0.2: 0.77, 0.36: 0.77, 0.488: 0.769}, 0.77, pts(1))
     assert result.outcome == NEVER
     assert result.fails_at is None
     assert not result.fails_at_first_level and not result.non_monotone
 
 
 def test_fails_at_first_level():
-    result = failing_sparsity({0.2: 0.70, 0.36: 0.60}, 0.77, 0.01)
+    result = failing_sparsity({0.2: 0.70, 0.36: 0.60}, 0.77, pts(1))
     assert result.outcome == FAILS_AT and result.fails_at == 0.2
     assert result.fails_at_first_level
 
 
 def test_non_monotone_flag():
-    result = failing_sparsity({0.2: 0.77, 0.36: 0.70, 0.488: 0.765, 0.59: 0.50}, 0.77, 0.01)
+    result = failing_sparsity({0.2: 0.77, 0.36: 0.70, 0.488: 0.765, 0.59: 0.50}, 0.77, pts(1))
     assert result.fails_at == 0.36
     assert result.non_monotone
     # recovery has to reach dense - tolerance; staying below is monotone failure
-    result = failing_sparsity({0.2: 0.77, 0.36: 0.70, 0.488: 0.75}, 0.77, 0.01)
+    result = failing_sparsity({0.2: 0.77, 0.36: 0.70, 0.488: 0.75}, 0.77, pts(1))
     assert not result.non_monotone
 
 
 def test_tolerance_edge_exactly_at_threshold_is_not_failing():
     # 0.77 - 0.01 is not exactly representable; the threshold comparison must not fail by rounding
-    assert failing_sparsity({0.2: 0.76, 0.36: 0.76}, 0.77, 0.01).outcome == NEVER
-    result = failing_sparsity({0.2: 0.76, 0.36: 0.7599}, 0.77, 0.01)
+    assert failing_sparsity({0.2: 0.76, 0.36: 0.76}, 0.77, pts(1)).outcome == NEVER
+    result = failing_sparsity({0.2: 0.76, 0.36: 0.7599}, 0.77, pts(1))
     assert result.outcome == FAILS_AT and result.fails_at == 0.36
     # tolerance 0: anything strictly below dense fails
-    assert failing_sparsity({0.2: 0.77}, 0.77, 0.0).outcome == NEVER
-    assert failing_sparsity({0.2: 0.7699}, 0.77, 0.0).fails_at == 0.2
+    assert failing_sparsity({0.2: 0.77}, 0.77, pts(0)).outcome == NEVER
+    assert failing_sparsity({0.2: 0.7699}, 0.77, pts(0)).fails_at == 0.2
     # tolerance is in metric units: 0.05 = 5 points
-    assert failing_sparsity({0.2: 0.73, 0.36: 0.71}, 0.77, 0.05).fails_at == 0.36
+    assert failing_sparsity({0.2: 0.73, 0.36: 0.71}, 0.77, pts(5)).fails_at == 0.36
 
 
 def test_no_dense_baseline_is_explicit():
-    result = failing_sparsity({0.2: 0.1, 0.36: 0.1}, None, 0.01)
+    result = failing_sparsity({0.2: 0.1, 0.36: 0.1}, None, pts(1))
     assert result.outcome == NO_DENSE and result.fails_at is None
 
 
 def test_missing_levels_are_skipped_and_flagged():
-    result = failing_sparsity({0.2: None, 0.36: 0.70, 0.488: 0.6}, 0.77, 0.01)
+    result = failing_sparsity({0.2: None, 0.36: 0.70, 0.488: 0.6}, 0.77, pts(1))
     assert result.fails_at == 0.36
     assert not result.fails_at_first_level  # the grid's first level was never measured
     assert result.missing == (0.2,) and result.missing_below
-    result = failing_sparsity({0.2: 0.77, 0.36: None}, 0.77, 0.01)
+    result = failing_sparsity({0.2: 0.77, 0.36: None}, 0.77, pts(1))
     assert result.outcome == NEVER and result.missing_below
-    assert failing_sparsity({0.2: None}, 0.77, 0.01).outcome == NO_DATA
+    assert failing_sparsity({0.2: None}, 0.77, pts(1)).outcome == NO_DATA
 
 
 def test_curve_accepts_cellstats_in_any_order():
@@ -291,12 +297,12 @@ def realistic_run(root: Path) -> Path:
 
 def test_results_json_schema_and_numbers(tmp_path):
     root = realistic_run(tmp_path / "run")
-    summary = summarize(load_run(root), metric="final", tolerance=0.03)
+    summary = summarize(load_run(root), metric="final", criterion=pts(3))
     path = write_results_json(summary, tmp_path / "out" / "results.json")
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["task"] == "csqa" and data["preset"] == "smoke"
-    assert data["metric"] == "final" and data["tolerance"] == 0.03 and data["chance"] == 0.2
+    assert data["metric"] == "final" and data["criterion"]["tolerance"] == {"value": 3.0, "unit": "points"} and data["chance"] == 0.2
     assert data["grid"] == list(GRID)
     assert data["dense"]["mean"] == pytest.approx(0.773) and data["dense"]["n"] == 2
     assert data["dense"]["std"] == pytest.approx(math.sqrt(2) * 0.001)
@@ -306,7 +312,8 @@ def test_results_json_schema_and_numbers(tmp_path):
     assert lth["failing_sparsity"] == 0.5904 and lth["outcome"] == "fails_at"  # 0.75 >= 0.773 - 0.03
     assert lth["levels"]["0.488"] == {"sparsity": 0.488, "mean": pytest.approx(0.75), "std": 0.0, "n": 2,
                                       "values": [0.75, 0.75], "status_counts": {"ok": 2},
-                                      "collapsed_layers": []}
+                                      "collapsed_layers": [], "achieved_sparsity": 0.488, "embedding_collapse": None,
+                                      "mark": "ok", "p_value": None, "tunables": {}}
     gmp = data["methods"]["gmp"]
     assert gmp["failing_sparsity"] == 0.36 and gmp["non_monotone"] is True
     assert gmp["levels"]["0.5904"]["status_counts"] == {"ok": 2, "failed": 1}
@@ -385,8 +392,9 @@ def test_bad_metric_and_tolerance(tmp_path):
     root = make_run(tmp_path / "run")
     with pytest.raises(UserError, match="unknown metric 'mean'"):
         summarize(load_run(root), metric="mean")
-    with pytest.raises(UserError, match="tolerance"):
-        summarize(load_run(root), tolerance=-0.1)
+    for bad in ("-1", "abc", "100%", "-2%", "nan"):
+        with pytest.raises(UserError, match="--tolerance"):
+            parse_tolerance(bad)
 
 
 def test_empty_results_dir_reports_dashes(tmp_path):
@@ -409,3 +417,59 @@ def test_table_warns_when_dense_is_at_chance(tmp_path):
 
     assert "dense is at chance level" in table_for(0.195)
     assert "dense is at chance level" not in table_for(0.60)
+
+
+# --------------------------------------------------------------------------------------------------
+# the full report on synthetic runs: schema round trip, partial sweeps, significance in the table
+
+def test_results_json_round_trips_and_report_files(tmp_path):
+    from smctune import report_build
+    from smctune.report import ReportOptions, results_document
+
+    root = realistic_run(tmp_path / "run")
+    paths = write_report(root, ReportOptions(criterion=pts(3)))
+    on_disk = json.loads(paths.results_json.read_text())
+    run = load_run(root)
+    again = results_document([summarize(run, criterion=pts(3))], None, report_build.run_facts(run))
+    assert on_disk == json.loads(json.dumps(again))       # what is written is what the API computes
+    assert on_disk["compute"]["trial_seconds"] == pytest.approx(29.0)  # 2 seeds x 14 trials + 1 failed, 1 s each and on_disk["compute"]["gpu_seconds"] == 0
+    assert on_disk["completeness"]["planned"] is None       # no plan.json: said, not guessed
+    assert paths.markdown.is_file() and paths.html.is_file()
+    html = paths.html.read_text()
+    assert html.count("data:image/png;base64,") == len(paths.figures) >= 2
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths.figures)
+
+
+def test_partial_sweep_report_names_what_is_missing(tmp_path):
+    root = make_run(tmp_path / "run", methods=("dense", "omp_after"))
+    add_dense(root, 0.77)
+    add_curve(root, "omp_after", (0.77, 0.76, None, None))
+    planned = ["dense-dense-seed0"] + [f"omp_after-s{s:.4f}-seed0" for s in GRID]
+    (root / "plan.json").write_text(json.dumps({"search": "grid", "trials": planned}))
+    paths = write_report(root)
+    data = json.loads(paths.results_json.read_text())
+    assert data["completeness"]["planned"] == 5 and data["completeness"]["finished"] == 3
+    assert data["completeness"]["missing"] == ["omp_after-s0.4880-seed0", "omp_after-s0.5904-seed0"]
+    assert data["completeness"]["complete"] is False
+    md = paths.markdown.read_text()
+    assert "Partial sweep: 3 of 5 planned trials finished; 2 have no result yet" in md
+    assert "omp_after-s0.4880-seed0" in md and "—" in paths.table
+
+
+def test_table_marks_levels_below_threshold_but_not_significant(tmp_path):
+    from smctune.report import ReportOptions
+
+    root = make_run(tmp_path / "run", methods=("dense", "gmp"), seeds=(0, 1, 2))
+    for seed, (d, noisy, clear) in enumerate(((0.80, 0.60, 0.60), (0.81, 0.85, 0.61), (0.79, 0.80, 0.59))):
+        add_dense(root, d, seed)
+        add_trial(root, "gmp", seed, [level(GRID[0], noisy)])
+        add_trial(root, "gmp", seed, [level(GRID[1], clear)])
+    plain = write_report(root, ReportOptions(out_dir=tmp_path / "plain"))
+    tested = write_report(root, ReportOptions(criterion=Criterion(alpha=0.05), out_dir=tmp_path / "tested"))
+    assert plain.summary.methods[0].fail.fails_at == GRID[0]
+    assert tested.summary.methods[0].fail.fails_at == GRID[1]
+    row = next(line for line in tested.table.splitlines() if line.startswith("gmp"))
+    assert "≈" in row and "✗" in row and "Welch" in tested.table
+    data = json.loads(tested.results_json.read_text())
+    assert data["methods"]["gmp"]["levels"]["0.2"]["mark"] == "not_significant"
+    assert data["methods"]["gmp"]["not_significant"] == [0.2]

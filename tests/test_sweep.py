@@ -43,6 +43,7 @@ def _sweep(tmp_path: Path, name: str, methods, sparsities, space_text=FAST_SPACE
     trials = plan_trials(spec, space)
     tracker = MLflowTracker(spec.mlflow_uri, f"smctune/{name}", str(run_dir), {"sweep": name, "git_sha": "test"})
     outcome = run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+    tracker.end_sweep("FINISHED")  # what the CLI does after the report
     records = {p.stem: json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")}
     return spec, outcome, records
 
@@ -51,7 +52,8 @@ def _runs(spec: SweepSpec):
     import mlflow
 
     mlflow.set_tracking_uri(spec.mlflow_uri)
-    return mlflow.search_runs(experiment_names=[f"smctune/{spec.name}"])
+    runs = mlflow.search_runs(experiment_names=[f"smctune/{spec.name}"])
+    return runs[runs["tags.kind"] != "sweep"]  # the trial runs, not the sweep's parent run
 
 
 def test_sweep_records_mlflow_runs_and_reuses_the_dense_checkpoint(tmp_path, ray_session):

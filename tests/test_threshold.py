@@ -7,11 +7,13 @@ import random
 import pytest
 
 from smctune.analysis import failing_sparsity
+from smctune.criterion import Criterion, Tolerance
 from smctune.errors import UserError
 from smctune.threshold import (MultiSearch, ThresholdSearch, grid_answer, is_searchable, logistic_curve,
                                paper_grid, plan_threshold_search, run_search)
 
 DENSE, TOL = 0.60, 0.01
+CRITERION = Criterion(Tolerance(100 * TOL))   # the report's rule at the search's tolerance
 PASS, FAIL = 0.60, 0.30
 G8 = paper_grid(8)
 G10 = paper_grid(10)
@@ -46,7 +48,7 @@ def test_every_failing_position_matches_the_grid_with_fewer_trials(grid):
     for first in range(n + 1):    # n: never fails
         curve = monotone(grid, first)
         result = run_search(ThresholdSearch(grid, DENSE, TOL), curve)
-        expected = failing_sparsity(curve, DENSE, TOL).fails_at
+        expected = failing_sparsity(curve, DENSE, CRITERION).fails_at
         assert result.fails_at == expected == grid_answer(curve, DENSE, TOL)
         assert result.done and not result.non_monotone and result.evidence == ()
         assert result.trials_used < n and result.grid_size == n
@@ -102,7 +104,7 @@ def test_logistic_surfaces_noise_free_match_the_grid():
             for width in (0.005, 0.03, 0.1):
                 curve = logistic_curve(grid, dense=DENSE, chance=0.2, s0=s0, width=width)
                 result = run_search(ThresholdSearch(grid, DENSE, TOL), curve)
-                assert result.fails_at == failing_sparsity(curve, DENSE, TOL).fails_at
+                assert result.fails_at == failing_sparsity(curve, DENSE, CRITERION).fails_at
                 assert result.trials_used <= len(grid) // 2
 
 
@@ -123,7 +125,7 @@ def test_verification_below_detects_a_dip_and_the_scan_gives_the_grid_answer():
     search = ThresholdSearch(G8, DENSE, TOL)
     assert proposals(search, curve) == [3, 5, 6, 4, 0, 1, 2]
     result = search.result()
-    assert result.fails_at == G8[4] == failing_sparsity(curve, DENSE, TOL).fails_at
+    assert result.fails_at == G8[4] == failing_sparsity(curve, DENSE, CRITERION).fails_at
     assert result.non_monotone and result.certified
     assert result.evidence == ((G8[4], G8[5]),)
     assert result.trials_used == 7 < 8
@@ -134,7 +136,7 @@ def test_scan_stops_at_the_first_failure_it_meets():
     search = ThresholdSearch(G8, DENSE, TOL)
     assert proposals(search, curve) == [3, 5, 6, 4, 0, 1]
     result = search.result()
-    assert result.fails_at == G8[1] == failing_sparsity(curve, DENSE, TOL).fails_at
+    assert result.fails_at == G8[1] == failing_sparsity(curve, DENSE, CRITERION).fails_at
     assert result.evidence == ((G8[1], G8[3]), (G8[1], G8[5]), (G8[4], G8[5]))
     assert search.phase == "done"
 
@@ -174,7 +176,7 @@ def test_guarantee_on_noisy_and_perturbed_surfaces():
                                     rng=random.Random(seed))
                 truth = grid_answer(curve, DENSE, TOL)
                 if result.non_monotone or result.certified or not failing_sparsity(
-                        curve, DENSE, TOL).non_monotone:
+                        curve, DENSE, CRITERION).non_monotone:
                     checked += 1
                     assert result.fails_at == truth
                 flagged += result.non_monotone

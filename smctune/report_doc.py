@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -91,8 +92,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
        padding: 0 1em; color: #111; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
-th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: left; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #eee; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: .9em; color: #333; }
@@ -109,8 +110,7 @@ def _html(block: Block) -> str:
         return "<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in block.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                       for row in block.rows)
+        body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in block.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if isinstance(block, Figure):
         data = base64.b64encode(Path(block.path).read_bytes()).decode("ascii")
@@ -118,6 +118,15 @@ def _html(block: Block) -> str:
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
                 f"<figcaption>{caption}</figcaption></figure>")
     return f"<pre>{html.escape(block.text)}</pre>"
+
+
+NUMERIC = re.compile(r"^[-+]?\d+(\.\d+)?(±\d+(\.\d+)?)?%?( [✓✗≈])?$")
+
+
+def _td(cell) -> str:
+    """Numbers right-aligned (they line up), words left."""
+    text = str(cell)
+    return f'<td class="num">{html.escape(text)}</td>' if NUMERIC.match(text) else f"<td>{html.escape(text)}</td>"
 
 
 def to_html(title: str, blocks: Sequence[Block]) -> str:

@@ -268,7 +268,7 @@ def _check_metric(metric: str) -> None:
         raise UserError(f"unknown metric '{metric}' (valid: {', '.join(METRIC_KINDS)})")
 
 
-def _match(sparsity: float, grid) -> Optional[float]:
+def match_grid(sparsity: float, grid) -> Optional[float]:
     for g in grid:
         if abs(sparsity - g) <= LEVEL_TOL:
             return g
@@ -286,14 +286,14 @@ def _lth_ladder(rounds: int = 40) -> tuple:
 def _intended_cells(trial: TrialResult, grid) -> set:
     """Grid cells a trial was meant to fill: the levels it reported, plus its target from the trial id
     (so a trial that failed before reaching any level is still counted in its cell)."""
-    cells = {g for g in (_match(float(lv["sparsity"]), grid) for lv in trial.levels) if g is not None}
+    cells = {g for g in (match_grid(float(lv["sparsity"]), grid) for lv in trial.levels) if g is not None}
     if trial.sparsity is not None:
-        g = _match(trial.sparsity, grid)
+        g = match_grid(trial.sparsity, grid)
         if g is not None:
             cells.add(g)
     match = _TARGET.search(trial.trial_id)
     if match:
-        g = _match(float(match.group(1)), grid)
+        g = match_grid(float(match.group(1)), grid)
         if g is not None:
             cells.add(g)
     match = _LTH_TO.search(trial.trial_id)
@@ -302,13 +302,13 @@ def _intended_cells(trial: TrialResult, grid) -> set:
         for rung in _lth_ladder():
             if rung > top + LEVEL_TOL:
                 break
-            g = _match(rung, grid)
+            g = match_grid(rung, grid)
             if g is not None:
                 cells.add(g)
     return cells
 
 
-def _trials_of(run: RunResults, model: Optional[str]) -> list:
+def trials_of(run: RunResults, model: Optional[str]) -> list:
     """The run's trials of one architecture (every trial when ``model`` is None)."""
     return [t for t in run.trials if model is None or t.model == model]
 
@@ -320,7 +320,7 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
     """
     _check_metric(metric)
     grid = tuple(sorted(run.spec.sparsities))
-    trials = _trials_of(run, model)
+    trials = trials_of(run, model)
     methods = _method_order(set(run.spec.methods) | {t.method for t in trials})
     table = {}
     for method in methods:
@@ -334,7 +334,7 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
                 continue
             if trial.status in RESULT_STATUSES:
                 for level in trial.levels:
-                    g = _match(float(level["sparsity"]), grid)
+                    g = match_grid(float(level["sparsity"]), grid)
                     if g is None:
                         continue
                     status = "collapsed" if trial.status == "collapsed" and level.get("collapsed") else "ok"
@@ -361,7 +361,7 @@ def _with_reached(stat: CellStat, reached: list) -> CellStat:
 def dense_baseline(run: RunResults, metric: str = "best", model: Optional[str] = None) -> Optional[CellStat]:
     """Mean/std over seeds of the dense trials' value; ``None`` when the run has no dense trial at all."""
     _check_metric(metric)
-    dense = [t for t in _trials_of(run, model) if t.method == DENSE]
+    dense = [t for t in trials_of(run, model) if t.method == DENSE]
     if not dense:
         return None
     values, counts = [], {}
@@ -379,11 +379,11 @@ def collapsed_layers(run: RunResults, model: Optional[str] = None) -> dict:
     """``{(method, grid sparsity): sorted layer names}`` that some ok trial left 100 % pruned."""
     grid = tuple(sorted(run.spec.sparsities))
     found: dict = {}
-    for trial in _trials_of(run, model):
+    for trial in trials_of(run, model):
         if trial.status not in RESULT_STATUSES:
             continue
         for level in trial.levels:
-            g = _match(float(level["sparsity"]), grid)
+            g = match_grid(float(level["sparsity"]), grid)
             names = level.get("collapsed_layers") or []
             if g is not None and names:
                 found.setdefault((trial.method, g), set()).update(names)
@@ -526,7 +526,7 @@ def summarize(run: RunResults, metric: str = "best", criterion: Criterion = Crit
     _check_metric(metric)
     spec = run.spec
     grid = tuple(sorted(spec.sparsities))
-    trials = _trials_of(run, model)
+    trials = trials_of(run, model)
     dense = dense_baseline(run, metric, model)
     methods = tuple(
         MethodSummary(name, table, failing_sparsity(table, dense, criterion))

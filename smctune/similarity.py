@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from .analysis import DENSE, RESULT_STATUSES, RunResults, _match, _trials_of
+from .analysis import DENSE, RESULT_STATUSES, RunResults, match_grid, trials_of
 from .errors import UserError
 from .masks import load_mask, mask_files
 
@@ -170,11 +170,11 @@ def _measured_levels(run: RunResults, model: Optional[str]):
     """``(method, grid sparsity, (arch, seed, fold), _Measured)`` of every finished sparse level on
     the grid that reports its per-layer sparsity."""
     grid = tuple(sorted(run.spec.sparsities))
-    for trial in _trials_of(run, model):
+    for trial in trials_of(run, model):
         if trial.method == DENSE or trial.tuning or trial.status not in RESULT_STATUSES:
             continue
         for level in trial.levels:
-            grid_level = _match(float(level["sparsity"]), grid)
+            grid_level = match_grid(float(level["sparsity"]), grid)
             layers = level.get("layers")
             if grid_level is None or not isinstance(layers, dict) or not layers:
                 continue

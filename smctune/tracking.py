@@ -77,12 +77,26 @@ class MLflowTracker:
                                         max_results=1)
         if found:
             run_id = found[0].info.run_id
+            self._settle_orphans(run_id)
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         name = self.sweep_tags.get("sweep", "sweep")
         run = self.client.create_run(self.experiment_id, run_name=f"{name} (sweep)",
                                      tags=dict(self.sweep_tags, **{SWEEP_KIND_TAG: "sweep"}))
         return run.info.run_id
+
+    def _settle_orphans(self, parent_id: str) -> None:
+        """Runs still RUNNING when a sweep is reopened belong to a driver that died without its
+        ``finally`` (SIGKILL, a lost head node): only one driver works on a run directory, so they
+        are over. They end KILLED, as an interrupted trial's run does."""
+        stale = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                        max_results=10000)
+        for run in stale:
+            if run.info.run_id != parent_id:
+                self.client.set_tag(run.info.run_id, "error", "the sweep's driver died before the trial ended")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        if any(run.info.run_id == parent_id for run in stale):
+            self.client.set_terminated(parent_id, "KILLED")
 
     def log_sweep_files(self, files) -> None:
         for path in files:

@@ -139,5 +139,5 @@ def layer_summary(layerwise) -> dict:
     if not layerwise:
         return {}
     layers = {name: round((numel - kept) / numel, 6) if numel else 0.0 for name, numel, kept in layerwise}
-    return {"layers": layers,
+    return {"layers": layers, "layer_sizes": {name: int(numel) for name, numel, _ in layerwise},
             "collapsed_layers": [name for name, numel, kept in layerwise if numel and kept == 0]}

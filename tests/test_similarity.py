@@ -212,3 +212,20 @@ def test_a_run_without_mask_files_still_correlates_layers(run):
 def test_another_architecture_is_left_out(run):
     assert pair_similarities(run, model="graph2tree") == []
     assert layer_profiles(run, model="graph2tree") == {}
+
+
+def test_small_embedding_matrices_are_not_judged_when_sizes_are_known():
+    # MiniLM at 36 % by magnitude: position (0.9 % of the weights) and token-type (0.003 %)
+    # embeddings lose most of their small weights; the token embedding is pruned like the rest
+    layers = {"embeddings.word_embeddings.weight": 0.36, "embeddings.position_embeddings.weight": 0.677,
+              "embeddings.token_type_embeddings.weight": 0.918, "layer.0.q.weight": 0.35,
+              "layer.0.k.weight": 0.35, "layers.1-5.weight": 0.35}
+    sizes = {"embeddings.word_embeddings.weight": 11_720_448, "embeddings.position_embeddings.weight": 196_608,
+             "embeddings.token_type_embeddings.weight": 768, "layer.0.q.weight": 147_456,
+             "layer.0.k.weight": 147_456, "layers.1-5.weight": 10_616_832}   # MiniLM: 22.8 M in all
+    assert embedding_collapse(layers) is not None            # without sizes the tiny ones count
+    assert embedding_collapse(layers, sizes) is None
+    snip = dict(layers, **{"embeddings.word_embeddings.weight": 0.697, "embeddings.position_embeddings.weight": 0.0,
+                           "embeddings.token_type_embeddings.weight": 0.0, "layer.0.q.weight": 0.0,
+                           "layer.0.k.weight": 0.0, "layers.1-5.weight": 0.0})
+    assert "word_embeddings.weight 69.7%" in embedding_collapse(snip, sizes)

@@ -473,3 +473,19 @@ def test_table_marks_levels_below_threshold_but_not_significant(tmp_path):
     data = json.loads(tested.results_json.read_text())
     assert data["methods"]["gmp"]["levels"]["0.2"]["mark"] == "not_significant"
     assert data["methods"]["gmp"]["not_significant"] == [0.2]
+
+
+def test_a_finished_threshold_search_is_not_called_partial(tmp_path):
+    root = make_run(tmp_path / "run", methods=("dense", "omp_after"))
+    add_dense(root, 0.77)
+    add_curve(root, "omp_after", (0.77, None, 0.70, None))
+    planned = ["dense-dense-seed0"] + [f"omp_after-s{s:.4f}-seed0" for s in GRID]
+    (root / "plan.json").write_text(json.dumps({"search": "threshold", "trials": planned}))
+    unfinished = json.loads(write_report(root).results_json.read_text())["completeness"]
+    assert unfinished["complete"] is False                    # no threshold.json: still searching
+    (root / "threshold.json").write_text("{}")
+    paths = write_report(root)
+    done = json.loads(paths.results_json.read_text())["completeness"]
+    assert done["complete"] is True and done["finished"] == 3 and len(done["missing"]) == 2
+    md = paths.markdown.read_text()
+    assert "Partial sweep" not in md and "Threshold search: 3 of the grid's 5 trials were run" in md

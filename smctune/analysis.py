@@ -431,7 +431,7 @@ class FailResult:
 CurveValue = Union[None, float, CellStat]
 
 
-def _mean_and_values(value: Union[CurveValue]) -> tuple:
+def _mean_and_values(value: CurveValue) -> tuple:
     if isinstance(value, CellStat):
         return value.mean, value.values
     return (None, ()) if value is None else (float(value), (float(value),))

@@ -632,7 +632,7 @@ def cmd_resume(args) -> int:
     trials skipped, failed ones only with ``--restart-errored``."""
     from dataclasses import replace
 
-    from .config import SweepSpec, load_search_space
+    from .config import SweepSpec, sweep_search_space
 
     warming = _warm_imports()
     run_dir = _run_dir(args)
@@ -644,8 +644,7 @@ def cmd_resume(args) -> int:
         raise UserError(f"{run_dir}/sweep.json is malformed: {' '.join(str(err).split())}") from None
     verbosity = 0 if args.quiet else 2 if args.verbose else spec.verbosity
     spec = replace(spec, verbosity=verbosity, run_dir=str(run_dir))
-    source = spec.search_space_file
-    space = load_search_space(spec.task, source if source and Path(source).is_file() else None)
+    space = sweep_search_space(spec)
     from .tracking import default_tracking_uri
 
     return _run_sweep(spec, space, warming, rerun_failed=args.restart_errored,
@@ -810,10 +809,7 @@ def cmd_report(args) -> int:
         if not args.experiment:
             raise UserError("--mlflow-uri needs --experiment (the sweep's experiment, smctune/<name>)")
         out = options.out_dir or Path(f"{args.experiment.split('/')[-1]}-report").resolve()
-        run = fetch_run(args.mlflow_uri, args.experiment, out)
-        from dataclasses import replace
-
-        _print_report(str(run), replace(options, out_dir=out))
+        _print_report(str(fetch_run(args.mlflow_uri, args.experiment, out)), options)  # report in out
         return 0
     if not args.run:
         raise UserError("which run? give a run directory (or its name under --storage), or --mlflow-uri")

@@ -431,6 +431,13 @@ def validate_sparsities(values, where: str) -> tuple[float, ...]:
     return tuple(sorted(set(round(float(v), 6) for v in values)))
 
 
+def sweep_search_space(spec: "SweepSpec") -> SearchSpace:
+    """The search space a recorded sweep ran with: its file when it still exists, else the packaged
+    one of its task (``resume``, ``status`` and the report all read a sweep back this way)."""
+    source = spec.search_space_file
+    return load_search_space(spec.task, source if source and Path(source).is_file() else None)
+
+
 def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
     """Load ``search_spaces/<task>.yaml`` from the installed package, or a user file."""
     import yaml  # cheap, and only needed here

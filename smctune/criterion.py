@@ -33,10 +33,6 @@ class Tolerance:
             return dense_mean * (1.0 - self.value / 100.0)
         return dense_mean - self.value / 100.0
 
-    def shift(self, dense_value: float) -> float:
-        """One dense seed's value moved to its threshold (what the significance test compares to)."""
-        return self.threshold(dense_value)
-
     @property
     def label(self) -> str:
         return f"{self.value:g}% of dense" if self.relative else f"{self.value:g} pt"
@@ -80,8 +76,9 @@ class Criterion:
         return mean < self.threshold(dense_mean) - COMPARE_EPS
 
     def p_value(self, values: Sequence[float], dense_values: Sequence[float]) -> Optional[float]:
-        """One-sided Welch p of "level mean < threshold"; None when a side has fewer than 2 values."""
-        return welch_p_below(values, [self.tolerance.shift(v) for v in dense_values])
+        """One-sided Welch p of "level mean < threshold": each dense seed's value is moved to its own
+        threshold; None when a side has fewer than 2 values."""
+        return welch_p_below(values, [self.threshold(v) for v in dense_values])
 
     @property
     def label(self) -> str:

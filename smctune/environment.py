@@ -51,11 +51,3 @@ def write(run_dir: Path, environment: dict) -> Path:
     path = Path(run_dir) / ENVIRONMENT_FILE
     path.write_text(json.dumps(environment, indent=1) + "\n")
     return path
-
-
-def read(run_dir: Path) -> Optional[dict]:
-    try:
-        data = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

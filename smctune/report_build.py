@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import report_doc as doc
-from .analysis import FAILS_AT, NEVER, RunResults, Summary
+from .analysis import FAILS_AT, NEVER, RESULT_STATUSES, RunResults, Summary
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ def run_facts(run: RunResults):
     from . import environment
     from .report import PLAN_FILE, RunFacts
 
-    sweep = _read_json(run.run_dir / "sweep.json")
-    return RunFacts(environment=environment.read(run.run_dir), sweep=sweep, compute=_compute(run, sweep),
+    return RunFacts(environment=_read_json(run.run_dir / environment.ENVIRONMENT_FILE),
+                    sweep=_read_json(run.run_dir / "sweep.json"), compute=_compute(run),
                     completeness=_completeness(run, _read_json(run.run_dir / PLAN_FILE)))
 
 
@@ -111,19 +111,16 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def _gpus_per_trial(run: RunResults) -> Optional[float]:
-    if run.spec.gpus_per_trial is not None:
-        return float(run.spec.gpus_per_trial)
-    try:
-        from .config import load_search_space
+    from .config import sweep_search_space
+    from .sweep import trial_resources
 
-        source = run.spec.search_space_file
-        space = load_search_space(run.spec.task, source if source and Path(source).is_file() else None)
-        return float(space.preset(run.spec.preset).resources.gpu)
-    except Exception:  # noqa: BLE001 - a moved search space only costs the GPU-seconds figure
+    try:
+        return float(trial_resources(run.spec, sweep_search_space(run.spec)).gpu)
+    except Exception:  # noqa: BLE001 - a search space gone or changed only costs the GPU-seconds figure
         return None
 
 
-def _compute(run: RunResults, sweep: Optional[dict]) -> dict:
+def _compute(run: RunResults) -> dict:
     walls = [t.wall_s for t in run.trials if isinstance(t.wall_s, (int, float)) and math.isfinite(t.wall_s)]
     trial_seconds = math.fsum(walls)
     gpus = _gpus_per_trial(run)
@@ -137,7 +134,7 @@ def _compute(run: RunResults, sweep: Optional[dict]) -> dict:
 
 def _completeness(run: RunResults, plan: Optional[dict]) -> dict:
     recorded = {t.trial_id for t in run.trials}
-    finished = {t.trial_id for t in run.trials if t.status in ("ok", "collapsed")}
+    finished = {t.trial_id for t in run.trials if t.status in RESULT_STATUSES}
     if plan is None or not isinstance(plan.get("trials"), list):
         return {"planned": None, "finished": len(finished), "missing": [], "complete": None,
                 "note": "no plan.json (a run from an older smctune, or rebuilt without it)"}
@@ -179,7 +176,7 @@ def blocks(summaries, facts_list, drawn_list, facts_run, table: str, criterion) 
             text += f" Note: {completeness['note']}."
         out += [doc.Heading("Status"), doc.Paragraph(text)]
     out.append(doc.Heading("Answer: where each method stops matching dense"))
-    out.append(doc.Paragraph(f"Criterion: {criterion.label}. " + _criterion_text(criterion)))
+    out.append(doc.Paragraph(f"Criterion: {criterion.label}. {CRITERION_TEXT}"))
     for summary, facts, drawn in zip(summaries, facts_list, drawn_list):
         model = f" ({summary.model})" if summary.model else ""
         rows = [(m.name, format_fail(m.fail), _outcome_note(m.fail)) for m in summary.methods]
@@ -229,10 +226,9 @@ def blocks(summaries, facts_list, drawn_list, facts_run, table: str, criterion) 
     return out
 
 
-def _criterion_text(criterion) -> str:
-    return ("A level fails when its mean (over seeds, each seed averaged over folds) is below the "
-            "threshold; the failing sparsity is the first grid level that fails. 'non-monotone' means a "
-            "higher level passes again.")
+CRITERION_TEXT = ("A level fails when its mean (over seeds, each seed averaged over folds) is below the "
+                  "threshold; the failing sparsity is the first grid level that fails. 'non-monotone' means "
+                  "a higher level passes again.")
 
 
 def _outcome_note(fail) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .config import SweepSpec, TrialSpec, load_search_space
+from .config import SweepSpec, TrialSpec, sweep_search_space
 from .errors import UserError
 
 STATES = ("finished", "running", "pending", "failed", "collapsed", "killed", "unknown")
@@ -96,9 +96,7 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
 
     run_dir = Path(run_dir)
     spec = _read_spec(run_dir)
-    search_space = spec.search_space_file if spec.search_space_file and \
-        Path(spec.search_space_file).is_file() else None
-    space = load_search_space(spec.task, search_space)
+    space = sweep_search_space(spec)
     planned = plan_trials(spec, space)
     preset_resources = _preset_resources(space, spec.preset)
     records = _read_records(run_dir / "results")

@@ -706,16 +706,24 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     except BaseException as err:
         _shutdown_ray()
-        if tracker is not None:
-            tracker.end_sweep("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        _end_sweep_run(tracker, err)
         raise
     stopping = Background(_shutdown_ray)
     try:
         paths = _print_report(spec.run_dir, ReportOptions())
         tracker.log_sweep_report(paths.files)
+    except BaseException as err:
+        _end_sweep_run(tracker, err)   # the trials are recorded; `smctune report` can retry
+        raise
     finally:
         stopping.result()
     return 0
+
+
+def _end_sweep_run(tracker, err: BaseException) -> None:
+    """The sweep's MLflow parent run never stays RUNNING: KILLED on Ctrl-C, FAILED otherwise."""
+    if tracker is not None:
+        tracker.end_sweep("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
 
 
 def _write_plan(run_dir: Path, spec, trials) -> Path:

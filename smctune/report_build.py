@@ -38,18 +38,16 @@ def architecture_facts(run: RunResults, summary: Summary, compare_paper: bool):
                              embedding=embedding_flags(run, summary.model), paper=paper)
 
 
-def layer_levels(grid, profiles: dict, wanted: Optional[tuple]) -> tuple:
+def layer_levels(profiles: dict, wanted: Optional[tuple]) -> tuple:
     """The grid levels nearest each wanted sparsity (the paper's 0.36/0.672/0.832 by default) that
     have per-layer data."""
     from .report import PAPER_LAYER_LEVELS
 
     present = sorted({level for _, level in profiles})
-    chosen = []
-    for target in wanted or PAPER_LAYER_LEVELS:
-        candidates = present if wanted is None else [g for g in grid if abs(g - target) <= 1e-4] or present
-        if candidates:
-            chosen.append(min(candidates, key=lambda g: abs(g - target)))
-    return tuple(dict.fromkeys(chosen))
+    if not present:
+        return ()
+    return tuple(dict.fromkeys(min(present, key=lambda g: abs(g - target))
+                               for target in wanted or PAPER_LAYER_LEVELS))
 
 
 def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wanted_levels) -> DrawnFigures:
@@ -70,7 +68,7 @@ def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wante
                                        "sparsity", f"{summary.metric_name} (%)")
     profiles = layer_profiles(run, summary.model)
     layerwise, similarity = [], []
-    for level in layer_levels(summary.grid, profiles, wanted_levels):
+    for level in layer_levels(profiles, wanted_levels):
         at_level = {method: layers for (method, lv), layers in profiles.items() if lv == level}
         path = out / f"layerwise{suffix}-s{level:.3f}.png"
         layerwise.append((level, figures.plot_layerwise(

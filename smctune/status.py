@@ -98,7 +98,7 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
     spec = _read_spec(run_dir)
     space = sweep_search_space(spec)
     planned = plan_trials(spec, space)
-    preset_resources = _preset_resources(space, spec.preset)
+    preset_resources = _trial_resources(spec, space)
     records = _read_records(run_dir / "results")
     stages = {stage: read_ray_stage(run_dir / "ray" / f"stage{stage}") for stage in (1, 2)}
     if stages[1].path and stages[2].path and stages[1].path.name > stages[2].path.name:
@@ -138,9 +138,13 @@ def _read_spec(run_dir: Path) -> SweepSpec:
         raise UserError(f"{path}: unreadable sweep spec ({err})") from None
 
 
-def _preset_resources(space, preset: str) -> dict:
+def _trial_resources(spec: SweepSpec, space) -> dict:
+    """What the sweep's trials ask for: the preset's resources with ``--gpus-per-trial`` applied,
+    by the rule the sweep itself uses (``sweep.trial_resources``)."""
+    from .sweep import trial_resources
+
     try:
-        res = space.preset(preset).resources
+        res = trial_resources(spec, space)
     except UserError:
         return {}
     out = {"cpu": float(res.cpu), "gpu": float(res.gpu)}

@@ -489,3 +489,13 @@ def test_a_finished_threshold_search_is_not_called_partial(tmp_path):
     assert done["complete"] is True and done["finished"] == 3 and len(done["missing"]) == 2
     md = paths.markdown.read_text()
     assert "Partial sweep" not in md and "Threshold search: 3 of the grid's 5 trials were run" in md
+
+
+def test_layerwise_figures_go_to_the_levels_nearest_the_wanted_ones_that_have_layer_data():
+    from smctune.report_build import layer_levels
+
+    profiles = {("gmp", 0.2): {}, ("gmp", 0.488): {}, ("snip", 0.5904): {}}
+    assert layer_levels(profiles, None) == (0.488, 0.5904)        # 0.36 -> 0.488; 0.672, 0.832 -> 0.5904
+    assert layer_levels(profiles, (0.36,)) == (0.488,)            # on the grid but without layer data
+    assert layer_levels(profiles, (0.2, 0.21)) == (0.2,)
+    assert layer_levels({}, None) == ()

@@ -121,3 +121,24 @@ def test_report_html_renders_in_chromium(swept, tmp_path):
     assert len(images) == len(list(run.glob("*.png")))
     assert all(width > 0 and height > 0 for _, width, height in images), images
     assert shot.read_bytes()[:8] == PNG
+
+
+def test_a_report_that_fails_after_the_trials_ends_the_parent_run_failed(tmp_path):
+    """The trials are recorded, the report crashes: the sweep's MLflow run must not stay RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    probe = (
+        "import sys, smctune.report as report\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise RuntimeError('report broke')\n"
+        "report.write_report = broken\n"
+        "from smctune.cli import main\n"
+        f"main(['sweep', 'csqa', '--preset', 'smoke', '--methods', 'dense', '--storage', {str(tmp_path)!r}, "
+        "'--name', 'broken', '-q'])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and "report broke" in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'broken' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smctune/broken").experiment_id])
+    assert {(r.data.tags.get("kind"), r.info.status) for r in runs} == {("sweep", "FAILED"), (None, "FINISHED")}
+    assert (tmp_path / "broken" / "results" / "dense-dense-seed0.json").is_file()

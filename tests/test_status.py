@@ -266,3 +266,11 @@ def test_collapsed_status_counts_as_collapsed_even_without_layers(tmp_path):
     run, trials = make_run(tmp_path, methods=("dense", "gmp"), sparsities=(0.5,))
     record(run, trials["gmp-s0.5000-seed0"], status="collapsed", levels=[])
     assert by_id(read_status(run))["gmp-s0.5000-seed0"].state == "collapsed"
+
+
+def test_trials_without_ray_state_show_the_gpus_per_trial_override(tmp_path):
+    # --gpus-per-trial 0.25 is pinned in sweep.json; trials Ray has not seen yet (stage 2 here)
+    # must show what the sweep will request, not the preset's default
+    run, _ = make_run(tmp_path, gpus_per_trial=0.25)
+    status = read_status(run)
+    assert {t.resources["gpu"] for t in status.trials} == {0.25}

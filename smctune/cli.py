@@ -653,17 +653,15 @@ def cmd_resume(args) -> int:
 
 
 def _warm_imports():
-    """Import MLflow's client and sqlite store (about a second of Python) on a helper thread while
-    the main thread validates the input and starts Ray (background.py). Nothing is written: a sweep
+    """Import Ray Tune (half a second of Python) on a helper thread while the main thread validates
+    the input and starts Ray (background.py). MLflow is not imported here: its tracker is built on
+    its own thread while the first trials run (tracking_thread.py). Nothing is written: a sweep
     refused for bad input leaves no trace."""
     import importlib
 
     from .background import Background
 
-    def warm():
-        for module in ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"):
-            importlib.import_module(module)
-    return Background(warm)
+    return Background(importlib.import_module, "ray.tune")
 
 
 def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
@@ -677,9 +675,12 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
     from .sweep import plan_trials, run_sweep, tuned_trial_count
     from . import environment
     from .report import ReportOptions
-    from .tracking import MLflowTracker, git_sha
+    from .figure_batch import FigureBatch
+    from .tracking import git_sha
+    from .tracking_thread import TrackerThread
 
-    tracker = None
+    tracking = None
+    figures = FigureBatch()   # started when the first trial runs; the report draws with it
     try:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
@@ -695,35 +696,49 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
                         f"{data.source}; run directory {run_dir}")
         warming.result()
         sha = git_sha()
-        tracker = MLflowTracker(spec.mlflow_uri, experiment=f"smctune/{spec.name}", run_dir=str(run_dir),
-                                sweep_tags={"sweep": spec.name, "smctune_version": _version(),
-                                            "git_sha": sha, "preset_reason": spec.preset_reason})
-        tracker.log_sweep_files([run_dir / "sweep.json", _write_plan(run_dir, spec, trials),
-                                 environment.write(run_dir, environment.capture(_ray_nodes(), sha))])
+        files = [run_dir / "sweep.json", _write_plan(run_dir, spec, trials),
+                 environment.write(run_dir, environment.capture(_ray_nodes(), sha))]
+        tracking = TrackerThread(lambda: _open_tracker(spec, run_dir, sha, files))
         started = time.monotonic()
-        outcome = run_sweep(spec, space, trials, printer, tracker, rerun_failed=rerun_failed)
+        outcome = run_sweep(spec, space, trials, printer, tracking, rerun_failed=rerun_failed,
+                            when_running=lambda: figures.start(import_here=True))
         printer.message(f"sweep finished in {time.monotonic() - started:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     except BaseException as err:
+        figures.close()
         _shutdown_ray()
-        _end_sweep_run(tracker, err)
+        _end_sweep_run(tracking, err)
+        if tracking is not None:
+            tracking.close()
         raise
     stopping = Background(_shutdown_ray)
     try:
-        paths = _print_report(spec.run_dir, ReportOptions())
-        tracker.log_sweep_report(paths.files)
+        paths = _print_report(spec.run_dir, ReportOptions(), figures)
+        tracking.call("log_sweep_report", paths.files)
     except BaseException as err:
-        _end_sweep_run(tracker, err)   # the trials are recorded; `smctune report` can retry
+        _end_sweep_run(tracking, err)   # the trials are recorded; `smctune report` can retry
         raise
     finally:
         stopping.result()
+        tracking.close()
     return 0
 
 
-def _end_sweep_run(tracker, err: BaseException) -> None:
+def _open_tracker(spec, run_dir: Path, sha: str, files: list):
+    """The sweep's MLflow experiment and parent run, holding the sweep's settings from the start."""
+    from .tracking import MLflowTracker
+
+    tracker = MLflowTracker(spec.mlflow_uri, experiment=f"smctune/{spec.name}", run_dir=str(run_dir),
+                            sweep_tags={"sweep": spec.name, "smctune_version": _version(),
+                                        "git_sha": sha, "preset_reason": spec.preset_reason})
+    tracker.log_sweep_files(files)
+    return tracker
+
+
+def _end_sweep_run(tracking, err: BaseException) -> None:
     """The sweep's MLflow parent run never stays RUNNING: KILLED on Ctrl-C, FAILED otherwise."""
-    if tracker is not None:
-        tracker.end_sweep("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+    if tracking is not None:
+        tracking.call("end_sweep", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
 
 
 def _write_plan(run_dir: Path, spec, trials) -> Path:
@@ -780,10 +795,10 @@ def _shutdown_ray() -> None:
         stop_ray()
 
 
-def _print_report(run_dir, options):
+def _print_report(run_dir, options, figures=None):
     from .report import write_report
 
-    paths = write_report(run_dir, options)
+    paths = write_report(run_dir, options, figures)
     print()
     print(paths.table)
     print(f"\nreport:  {paths.html}\nresults: {paths.results_json}\n"

@@ -71,7 +71,7 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _pyplot():
+def load_pyplot():
     """Headless on purpose: reports are drawn on clusters and in CI without a display."""
     import matplotlib
 
@@ -85,7 +85,7 @@ def _pyplot():
 def _figure(width: float, height: float) -> Iterator[tuple[object, object]]:
     """(pyplot, figure), the figure closed on the way out even when drawing fails: pyplot keeps every
     open figure alive, and a report draws many."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig = plt.figure(figsize=(width, height), dpi=120)
     try:
         yield plt, fig

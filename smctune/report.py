@@ -484,9 +484,22 @@ def _plot_label(method) -> str:
 # --------------------------------------------------------------------------------------------------
 # entry point
 
-def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptions()) -> ReportPaths:
+def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptions(),
+                 figures=None) -> ReportPaths:
     """Write results.json, the figures, report.md and report.html (into ``options.out_dir`` or the
-    run directory); return their paths and the text table. Works on partial runs."""
+    run directory); return their paths and the text table. Works on partial runs. ``figures``: a
+    ``FigureBatch`` the caller started early (a sweep does, while its trials run), else one is
+    started here."""
+    from .figure_batch import FigureBatch
+
+    batch = (figures or FigureBatch()).start()   # helpers import matplotlib while facts are computed
+    try:
+        return _write_report(run_dir, options, batch)
+    finally:
+        batch.close()
+
+
+def _write_report(run_dir: Union[str, Path], options: ReportOptions, batch) -> ReportPaths:
     from . import report_build, report_doc
 
     run = load_run(run_dir)
@@ -494,8 +507,9 @@ def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptio
     out = Path(options.out_dir or run_dir)
     several = len(summaries) > 1
     facts = [report_build.architecture_facts(run, s, options.compare_paper) for s in summaries]
-    drawn = [report_build.draw(run, s, f, out, f"-{s.model}" if several else "", options.layer_levels)
+    drawn = [report_build.draw(run, s, f, out, f"-{s.model}" if several else "", options.layer_levels, batch)
              for s, f in zip(summaries, facts)]
+    batch.run()
     run_facts = report_build.run_facts(run)
     results = write_results_json(summaries, out / RESULTS_FILE, facts, run_facts)
     table = "\n\n".join(format_table(s) for s in summaries)

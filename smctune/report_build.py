@@ -50,12 +50,16 @@ def layer_levels(profiles: dict, wanted: Optional[tuple]) -> tuple:
                                for target in wanted or PAPER_LAYER_LEVELS))
 
 
-def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wanted_levels) -> DrawnFigures:
+def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wanted_levels,
+         batch) -> DrawnFigures:
+    """Queue one architecture's figures on ``batch`` (figure_batch.FigureBatch); their paths are
+    known now, the files exist once the batch has run."""
     from . import figures
     from .report import PLOT_FILE, cell_mark, plot_curves, MARK_FAIL
     from .similarity import layer_profiles
 
-    curves = plot_curves(summary, out / (f"curves{suffix}.png" if suffix else PLOT_FILE), paper=facts.paper)
+    curves_path = out / (f"curves{suffix}.png" if suffix else PLOT_FILE)
+    curves = batch.add(curves_path, plot_curves, summary, curves_path, paper=facts.paper)
     names = [m.name for m in summary.methods]
     heatmap = None
     if names:
@@ -63,24 +67,27 @@ def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wante
                   for m in summary.methods for s in summary.grid}
         failing = {(m.name, s): cell_mark(s, m.cells.get(s), m.fail) == MARK_FAIL
                    for m in summary.methods for s in summary.grid}
-        heatmap = figures.plot_heatmap(names, summary.grid, values, failing, out / f"heatmap{suffix}.png",
-                                       f"{summary.task}{_model(summary)}: {summary.metric_name} by method and "
-                                       "sparsity", f"{summary.metric_name} (%)")
+        path = out / f"heatmap{suffix}.png"
+        heatmap = batch.add(path, figures.plot_heatmap, names, summary.grid, values, failing, path,
+                            f"{summary.task}{_model(summary)}: {summary.metric_name} by method and sparsity",
+                            f"{summary.metric_name} (%)")
     profiles = layer_profiles(run, summary.model)
     layerwise, similarity = [], []
     for level in layer_levels(profiles, wanted_levels):
         at_level = {method: layers for (method, lv), layers in profiles.items() if lv == level}
         path = out / f"layerwise{suffix}-s{level:.3f}.png"
-        layerwise.append((level, figures.plot_layerwise(
-            at_level, level, path, f"{summary.task}{_model(summary)}: layerwise sparsity at {level:.3f}")))
+        layerwise.append((level, batch.add(
+            path, figures.plot_layerwise, at_level, level, path,
+            f"{summary.task}{_model(summary)}: layerwise sparsity at {level:.3f}")))
         pairs = [p for p in facts.similarities if p.sparsity == level]
         for kind, attr, label in (("jaccard", "jaccard", "mask Jaccard (kept weights)"),
                                   ("layers", "layer_correlation", "layerwise sparsity correlation (r)")):
             values = {(p.method_a, p.method_b): getattr(p, attr) for p in pairs}
             if any(v is not None for v in values.values()):
                 methods = list(dict.fromkeys([p.method_a for p in pairs] + [p.method_b for p in pairs]))
-                similarity.append((level, kind, figures.plot_similarity(
-                    methods, values, out / f"similarity-{kind}{suffix}-s{level:.3f}.png",
+                path = out / f"similarity-{kind}{suffix}-s{level:.3f}.png"
+                similarity.append((level, kind, batch.add(
+                    path, figures.plot_similarity, methods, values, path,
                     f"{summary.task}{_model(summary)}: {label} at {level:.3f}", label)))
     return DrawnFigures(curves, heatmap, tuple(layerwise), tuple(similarity))
 

@@ -13,13 +13,14 @@ search). Finished trials have a record in ``results/`` and are skipped when the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from . import cells, registry
 from .config import Resources, SearchSpace, SweepSpec, TrialSpec
@@ -28,6 +29,7 @@ from .errors import UserError
 from .masks import MASKS_DIRNAME
 from .progress import ProgressPrinter
 from .tunables import check_all
+from .tracking_thread import TrackerThread
 from .records import STATUS_FAILED, STATUS_KILLED, RecordKeeper, finished_ids, finished_values
 
 RAY_QUIET_ENV = {
@@ -39,6 +41,16 @@ RAY_QUIET_ENV = {
     # Tune's own Ctrl-C handler makes fit() return as if finished (and suggests Tuner.restore);
     # smctune wants the KeyboardInterrupt, to mark open trials killed and stop before stage 2.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+}
+
+# A local instance's processes connect to the raylet and its object store over Unix sockets, and a
+# connection tried before the socket exists waits this long before the next attempt. Ray's 1000 ms
+# made every other start-up of the raylet a second slower (its object manager races the store thread:
+# measured 2.0 s or 3.0 s, never between). 20 ms x 500 attempts keeps Ray's 10 s budget. Set for
+# the processes this driver starts only, and never over the user's own values.
+RAY_LOCAL_START_ENV = {
+    "RAY_raylet_client_connect_timeout_milliseconds": "20",
+    "RAY_raylet_client_num_connect_attempts": "500",
 }
 
 
@@ -139,6 +151,8 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         else:
+            for key, value in RAY_LOCAL_START_ENV.items():
+                os.environ.setdefault(key, value)
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return ray.cluster_resources()
 
@@ -168,6 +182,41 @@ def _kill_autoscaler_monitor() -> None:
             info.process.kill()
     except Exception:  # noqa: BLE001 - an optimisation must never break the shut-down
         return
+
+
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+def pending_trials_limit(resources: Resources) -> int:
+    """How many trials Tune may keep waiting for resources: one per slot the connected cluster has
+    now. Tune's "auto" allows a custom searcher a single waiting trial, so trials start one after
+    another, each waiting for the previous one's placement group and actor (about a second each on
+    this 2-core machine: the second core idled a second; on 64 GPUs, a minute before all are busy).
+    smctune's cell searcher emits planned trials (and at most ``max_concurrent_per_cell`` Optuna
+    tunings of a cell in flight), so it loses nothing by having them queued. An explicit
+    ``TUNE_MAX_PENDING_TRIALS_PG`` wins: cluster.yaml sets 256 so an autoscaler sees the whole
+    demand of an empty cluster."""
+    import ray
+
+    from . import estimate
+
+    request = estimate.ray_request(resources.cpu, resources.gpu, resources.memory_gb)
+    slots, _ = estimate.concurrency(estimate.cluster_from_ray_nodes(ray.nodes(), ""), request)
+    return max(1, slots)
+
+
+@contextlib.contextmanager
+def _pending_trials(limit: int):
+    """Tune reads the limit from the environment when ``fit`` builds its controller; set it for that
+    call only, unless the user (or cluster.yaml) already did."""
+    if os.environ.get(PENDING_TRIALS_ENV):
+        yield
+        return
+    os.environ[PENDING_TRIALS_ENV] = str(limit)
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING_TRIALS_ENV, None)
 
 
 def trial_resources(sweep: SweepSpec, space: SearchSpace) -> Resources:
@@ -282,48 +331,72 @@ def _one_line_error(trial) -> str:
 
 
 class _Listeners:
-    """Fan-out to records, MLflow and progress, keeping the MLflow run id in the record."""
+    """Fan-out to records, MLflow and progress, keeping the MLflow run id in the record. Records
+    and progress are written here, on Tune's loop; MLflow calls are queued to their own thread
+    (tracking_thread.py), so a slow tracking server never holds up scheduling."""
 
-    def __init__(self, records: RecordKeeper, tracker, printer: ProgressPrinter):
-        self.records, self.tracker, self.printer = records, tracker, printer
+    RUN_ID_WAIT_S = 30.0   # a finished trial's record waits this long at most for its MLflow run id
+
+    def __init__(self, records: RecordKeeper, tracking: TrackerThread, printer: ProgressPrinter,
+                 when_running: Optional[Callable[[], None]] = None):
+        self.records, self.tracking, self.printer = records, tracking, printer
+        self.tracking.on_error = self._tracking_failed
+        self._when_running = when_running
+        self._run_ids: dict = {}
         self._tracker_warned = False
 
     def started(self, spec: TrialSpec) -> None:
         if spec.trial_id in self.records.open:
             return  # Ray restarting a failed trial: same record, same MLflow run
+        if self._when_running is not None:
+            prepare, self._when_running = self._when_running, None
+            try:
+                prepare()
+            except Exception:  # noqa: BLE001 - a head start for later work must not stop the sweep
+                pass
         self.records.started(spec)
-        run_id = self._track("started", spec)
-        self.records.attach(spec.trial_id, "mlflow_run_id", run_id)
+        self._run_ids[spec.trial_id] = self.tracking.submit("started", spec)
         self.printer.started(spec)
 
     def result(self, trial_id: str, metrics: dict) -> None:
         self.records.result(trial_id, metrics)
-        self._track("result", trial_id, metrics)
+        self.tracking.submit("result", trial_id, dict(metrics))
         self.printer.result(trial_id, metrics)
 
     def recovered(self, trial_id: str, error: str) -> None:
         self.records.recovered(trial_id, error)
-        self._track("recovered", trial_id, error)
+        self.tracking.submit("recovered", trial_id, error)
         self.printer.recovered(trial_id, error)
 
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
+        self.records.attach(trial_id, "mlflow_run_id", self._run_id(trial_id))
         record = self.records.finished(trial_id, status, error)
-        self._track("finished", trial_id, status, error, record)
+        self.tracking.submit("finished", trial_id, status, error, record)
         self.printer.finished(trial_id, status, error)
 
-    def _track(self, event: str, *args):
+    def _run_id(self, trial_id: str) -> Optional[str]:
+        """Created long before the trial ends, unless the tracking server is slow or down: then the
+        record goes without it rather than hold up the sweep."""
+        future = self._run_ids.pop(trial_id, None)
         try:
-            return getattr(self.tracker, event)(*args)
-        except Exception as err:  # noqa: BLE001 - tracking must not kill a sweep
-            if not self._tracker_warned:
-                self.printer.message(f"warning: MLflow {event} failed: {err}", level=0)
-                self._tracker_warned = True
+            return future.result(timeout=self.RUN_ID_WAIT_S) if future is not None else None
+        except Exception:  # noqa: BLE001 - a timeout: the run id is a convenience, the record is not
             return None
+
+    def _tracking_failed(self, event: str, err: BaseException) -> None:
+        if not self._tracker_warned:
+            self._tracker_warned = True
+            self.printer.message(f"warning: MLflow {event} failed ({' '.join(str(err).split())[:300]}); "
+                                 "results still go to the run directory", level=0)
 
     def abort_open(self, reason: str) -> None:
         for trial_id in list(self.records.open):
             self.finished(trial_id, STATUS_KILLED, reason)
-        self.tracker.close_open_runs()
+        self.tracking.submit("close_open_runs")
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks (which hold this) into the experiment state
+        return dict(self.__dict__, _when_running=None, _run_ids={})
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -337,9 +410,13 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
-              printer: ProgressPrinter, tracker, rerun_failed: bool = True) -> SweepOutcome:
+              printer: ProgressPrinter, tracker, rerun_failed: bool = True,
+              when_running: Optional[Callable[[], None]] = None) -> SweepOutcome:
     """Run the trials that have no finished record (``ok``/``collapsed``; with ``rerun_failed``
-    False, ``failed`` ones count as finished too, and are left alone)."""
+    False, ``failed`` ones count as finished too, and are left alone). ``tracker``: an
+    ``MLflowTracker``, or a ``TrackerThread`` that builds one; either way its calls are done when
+    this returns. ``when_running`` is called once, when the first trial starts: the caller's chance
+    to prepare what it needs afterwards (the report's figure helpers) while trials run."""
     ensure_ray()
     _sigterm_interrupts()
     from ray import tune
@@ -352,7 +429,9 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
                         f"finished in {run_dir}")
     entry = registry.task_entry(sweep.task)
     records = RecordKeeper(run_dir, chance=entry.chance)
-    listeners = _Listeners(records, tracker, printer)
+    tracking = TrackerThread.around(tracker)
+    owned = tracking is not tracker
+    listeners = _Listeners(records, tracking, printer, when_running)
     specs = {t.trial_id: t for t in trials}
     resources = trial_resources(sweep, space)
     fn = tune.with_resources(trainable, resource_request(resources))
@@ -375,6 +454,10 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
         raise
     finally:
         listeners.abort_open("sweep ended before the trial did")
+        if owned:
+            tracking.close()
+        else:
+            tracking.drain()
     return SweepOutcome(str(run_dir), len(trials), len(pending), len(trials) - len(pending))
 
 
@@ -387,6 +470,7 @@ class _StageRunner:
         self.resources, self.listeners, self.specs, self.also = resources, listeners, specs, also
         self.decl = space.search_decl(sweep.preset)
         self.budget = sweep.trials_per_cell or self.decl.trials_per_cell
+        self.pending_limit = pending_trials_limit(resources)
 
     def run(self, name: str, batch: list[TrialSpec], waiting: list[TrialSpec]) -> None:
         from ray import tune
@@ -425,7 +509,8 @@ class _StageRunner:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-        tuner.fit()
+        with _pending_trials(self.pending_limit):
+            tuner.fit()
 
 
 def _threshold_stage(runner: _StageRunner, stage: int, batch: list[TrialSpec], printer) -> None:

@@ -206,7 +206,7 @@ def test_similarity_without_data_says_so(tmp_path, drawn, methods, values):
 
 @pytest.fixture
 def figure():
-    figures._pyplot()
+    figures.load_pyplot()
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(2, 2))

@@ -213,3 +213,19 @@ def test_every_beyond_paper_method_reaches_the_requested_sparsity_in_mlflow(tmp_
     assert set(sparse["tags.method"]) == set(methods) - {"dense"}
     for _, run in sparse.iterrows():
         assert abs(run["metrics.sparsity"] - run["metrics.requested_sparsity"]) < 1e-4, run["tags.method"]
+
+
+def test_tune_may_queue_one_trial_per_slot_unless_the_user_set_a_limit(monkeypatch):
+    """Tune's default lets a custom searcher keep one trial waiting, so trials started one by one."""
+    import os
+
+    from smctune.sweep import PENDING_TRIALS_ENV, _pending_trials
+
+    monkeypatch.delenv(PENDING_TRIALS_ENV, raising=False)
+    with _pending_trials(6):
+        assert os.environ[PENDING_TRIALS_ENV] == "6"
+    assert PENDING_TRIALS_ENV not in os.environ
+    monkeypatch.setenv(PENDING_TRIALS_ENV, "256")   # cluster.yaml's value for autoscaling
+    with _pending_trials(6):
+        assert os.environ[PENDING_TRIALS_ENV] == "256"
+    assert os.environ[PENDING_TRIALS_ENV] == "256"

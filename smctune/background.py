@@ -1,9 +1,9 @@
 """One call on a helper thread, so the sweep's fixed start-up and tear-down costs overlap.
 
 Ray stays on the main thread (started from a helper thread, its processes did not survive here), and
-much of its start-up and shut-down is waiting for those processes: importing Ray Tune fits in the
-first wait, writing the report in the second (MLflow is imported later, on the tracking thread). On a short sweep these fixed costs are a visible share
-of the wall time (benchmarks/bench_sweep.py).
+much of its start-up and shut-down is waiting for those processes: importing Ray Tune and MLflow
+fits in the first wait, writing the report in the second. On a short sweep these fixed costs are a
+visible share of the wall time (benchmarks/bench_sweep.py).
 """
 from __future__ import annotations
 

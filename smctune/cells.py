@@ -53,6 +53,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .config import level_label, trial_id_from
 from .errors import UserError
+from .trial_order import TrialLengths, planned_work
 from .tunables import Tunable
 
 SEARCH_KEYS = ("trials_per_cell", "metric", "methods")
@@ -301,6 +302,7 @@ class _Cell:
         self.inflight = 0                     # Tune trials running now
         self.exhausted = False                # validate() rejected MAX_INFEASIBLE suggestions
         self.offset = 0                       # tuning = study trial number + offset (see _load_study)
+        self.work = 1.0                       # trial_order.planned_work of its members
 
     def finished(self, budget: int) -> bool:
         if self.queue or self.inflight or self.open:
@@ -352,6 +354,7 @@ class CellSearchCore:
         self._inflight: dict[str, tuple] = {}  # Tune trial id -> (cell index, number, member index)
         self._finished_untuned: set = set()   # (cell key, member id) finished in this session
         self._cursor = 0
+        self._lengths = TrialLengths()
         self._storage = None
         self._cells = self._group(self._args["trials"])
         self._load()
@@ -369,6 +372,7 @@ class CellSearchCore:
             cell.members.append(trial)
             cell.member_ids.append(member_id)
         for cell in cells.values():
+            cell.work = planned_work(cell.members[0])
             cell.space = self.decl.space(cell.method)
             cell.tuned = bool(cell.space) and self.budget > 1
         return list(cells.values())
@@ -479,10 +483,13 @@ class CellSearchCore:
     # -------------------------------------------------------------------- Searcher protocol
 
     def suggest(self, trial_id: str):
-        """The next Tune trial, round-robin over cells; None while waiting for results; FINISHED."""
+        """The next Tune trial: the longest expected first (trial_order.py), round-robin over cells
+        of equal length; None while waiting for results; FINISHED."""
         count = len(self._cells)
-        for offset in range(count):
-            index = (self._cursor + offset) % count
+        rotation = [(self._cursor + offset) % count for offset in range(count)]
+        by_length = sorted(rotation, reverse=True, key=lambda index: self._lengths.priority(
+            self._cells[index].method, self._cells[index].work))
+        for index in by_length:
             cell = self._cells[index]
             item = self._take(cell)
             if item is None:
@@ -491,6 +498,7 @@ class CellSearchCore:
             number, member = item
             self._inflight[trial_id] = (index, number, member)
             cell.inflight += 1
+            self._lengths.started(cell.method)
             return self._config(cell, number, member)
         if all(cell.finished(self.budget) for cell in self._cells):
             return FINISHED
@@ -506,6 +514,8 @@ class CellSearchCore:
         index, number, member = entry
         cell = self._cells[index]
         cell.inflight -= 1
+        if result and not error and result.get("level_done", True):
+            self._lengths.observe(cell.method, cell.work, _finite(result.get("time_total_s")))
         if not cell.tuned:
             self._finished_untuned.add((cell.key, cell.member_ids[member]))
             return

@@ -653,15 +653,22 @@ def cmd_resume(args) -> int:
 
 
 def _warm_imports():
-    """Import Ray Tune (half a second of Python) on a helper thread while the main thread validates
-    the input and starts Ray (background.py). MLflow is not imported here: its tracker is built on
-    its own thread while the first trials run (tracking_thread.py). Nothing is written: a sweep
-    refused for bad input leaves no trace."""
-    import importlib
-
+    """Import Ray Tune, then MLflow (about a second of Python together) on a helper thread while the
+    main thread validates the input and starts Ray (background.py); the main thread needs Ray Tune
+    right after, and MLflow is imported by Tune itself inside ``fit()`` before it starts a trial
+    (its usage telemetry looks up its own MLflow callback class whenever callbacks are passed), so
+    an MLflow import left for later held back the first trials by half a second. Nothing is
+    written: a sweep refused for bad input leaves no trace."""
     from .background import Background
 
-    return Background(importlib.import_module, "ray.tune")
+    return Background(_import_all, ("ray.tune", "mlflow"))
+
+
+def _import_all(names) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
 
 
 def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,

@@ -3,9 +3,9 @@
 Why a thread: the calls come from Tune's callbacks, which run on Tune's scheduling loop. A run's
 creation is several round trips (run, tags, parameters in batches of 100), each evaluation another,
 and on a remote tracking server each is network latency the loop would otherwise spend not starting
-trials. Queued here, the loop only appends. The first call also pays for importing MLflow (about a
-second of CPU): made lazily, that happens while the first trials run instead of before any trial can
-start (benchmarks/bench_sweep.py).
+trials. Queued here, the loop only appends. The tracker itself (its store opened, the sweep's
+parent run found or created) is built by the first call, while the first trials run instead of
+before any trial can start (benchmarks/bench_sweep.py); the CLI imports MLflow during Ray's start-up.
 
 Tracking never stops a sweep: the run directory's records are the source of truth and ``smctune
 report`` needs nothing else. A failing call is reported through ``on_error`` and the sweep goes on.

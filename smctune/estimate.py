@@ -100,8 +100,8 @@ def trial_seconds(trial, times: StepTime) -> float:
 
 
 def makespan(durations: Sequence[float], slots: int) -> float:
-    """Wall-clock of running ``durations`` in order on ``slots`` parallel slots, each trial starting
-    when a slot frees up (how Tune works through a grid)."""
+    """Wall-clock of running ``durations`` in the order given on ``slots`` parallel slots, each trial
+    starting when a slot frees up (how Tune works through the trials the searcher hands out)."""
     if not durations:
         return 0.0
     finish = [0.0] * max(1, min(slots, len(durations)))
@@ -131,7 +131,8 @@ def estimate(trials: Sequence, stage_of: Callable, times: StepTime, cpu: float, 
     if slots > 0:
         for stage in sorted({stage_of(t) for t in trials}):
             batch = [s for t, s in zip(trials, seconds) if stage_of(t) == stage]
-            stages.append((stage, makespan(batch, slots)))
+            # the cell searcher starts the longest trials first (trial_order.py)
+            stages.append((stage, makespan(sorted(batch, reverse=True), slots)))
     return Estimate(total_h, total_h * gpu, total_h * cpu, tuple(stages), slots)
 
 

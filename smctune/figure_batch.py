@@ -2,16 +2,19 @@
 
 Why: a report is a dozen or more PNGs per architecture (curves, heatmap, layerwise and similarity at
 three levels), about 0.1 s of matplotlib each on one core, and it is the last thing between the
-sweep's last trial and the prompt. The figures are independent, so a share goes to helper processes
-(``python -m smctune.figure_worker``) started with the batch, which import matplotlib while this
-process computes the report's facts. Processes, because matplotlib is not thread-safe (pyplot's
-figure registry); started fresh rather than forked, because the driver still has Ray's threads and
-a forked threaded process can hang; and not through multiprocessing's ``spawn``, which re-runs the
-caller's main module in the child: a user's script without a ``__main__`` guard would run twice.
+sweep's last trial and the prompt. The figures are independent, so helper processes
+(``python -m smctune.figure_worker``) started with the batch take them one at a time as they are
+queued, while this process is still computing the report's facts, and this process joins in when it
+has queued the last one. Taking one at a time balances itself: figures differ in cost, and a helper
+that is still importing matplotlib simply takes fewer. Processes, because matplotlib is not
+thread-safe (pyplot's figure registry); started fresh rather than forked, because the driver still
+has Ray's threads and a forked threaded process can hang; and not through multiprocessing's
+``spawn``, which re-runs the caller's main module in the child: a user's script without a
+``__main__`` guard would run twice.
 
 A figure is a call of a module-level function (picklable) that writes the PNG at a path fixed in
 advance, so the report can be assembled from the paths. Whatever goes wrong in a helper (it cannot
-start, it dies, an argument does not pickle) only means those figures are drawn here.
+start, it dies, it hangs, an argument does not pickle) only means those figures are drawn here.
 """
 from __future__ import annotations
 
@@ -20,15 +23,16 @@ import pickle
 import subprocess
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import UserError
+from .figure_worker import READY, read_frame, write_frame
 
-MIN_FIGURES_FOR_HELPERS = 4     # fewer: the helper's start-up (~0.5 s of imports) buys nothing
 MAX_HELPERS = 4
-HELPER_SECONDS, HELPER_SECONDS_PER_FIGURE = 60, 10   # then a helper is given up and its share drawn here
+HELPER_SECONDS, HELPER_SECONDS_PER_FIGURE = 60, 10   # then a helper is given up and its figure drawn here
 
 
 @dataclass(frozen=True)
@@ -44,122 +48,161 @@ class FigureJob:
 
 
 class FigureBatch:
-    """``add`` figures (each returns its path at once), then ``run`` draws them all."""
+    """``add`` figures (each returns its path at once; helpers may start drawing it), then ``run``
+    draws what is left and waits for the helpers."""
 
     def __init__(self, helpers: Optional[int] = None):
-        self.jobs: list[FigureJob] = []
         self._wanted = _helper_count() if helpers is None else helpers
+        self._jobs: list[FigureJob] = []          # every figure added, in order
+        self._pending: deque = deque()            # not taken by anyone yet
+        self._returned: list[FigureJob] = []      # taken by a helper that could not draw it
+        self._user_error: Optional[str] = None    # a helper's error the user must fix
+        self._in_flight = 0                       # figures a helper is drawing now
+        self._closing = False                     # no more figures: idle helpers stop
+        self._state = threading.Condition()
         self._helpers: list[subprocess.Popen] = []
+        self._serving: list[threading.Thread] = []
         self._importing: Optional[threading.Thread] = None
 
     def start(self, import_here: bool = False) -> "FigureBatch":
-        """Start the helpers now, so their imports overlap the caller's own work before ``run``.
-        ``import_here``: import matplotlib in this process too, on a thread; worth it when there is
-        time to spare (a sweep starts its batch when the first trial starts), not right before the
-        report, where the thread would only slow the report's own computing."""
+        """Start the helpers now, so their imports overlap the caller's own work. ``import_here``:
+        get matplotlib ready in this process too, on a thread; worth it when there is time to spare
+        (a sweep starts its batch when the first trial starts), not right before the report, where
+        the thread would only slow the report's own computing."""
         if import_here and self._importing is None:
-            from .figures import load_pyplot
+            from .figures import warm_up
 
-            self._importing = threading.Thread(target=load_pyplot, name="smctune-pyplot", daemon=True)
+            self._importing = threading.Thread(target=warm_up, name="smctune-pyplot", daemon=True)
             self._importing.start()
         while len(self._helpers) < self._wanted:
             try:
-                self._helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", "smctune.figure_worker"], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+                helper = subprocess.Popen([sys.executable, "-m", "smctune.figure_worker"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL)
             except OSError:
                 break   # no helper: every figure is drawn here
+            serving = threading.Thread(target=self._serve, args=(helper,), name="smctune-figures",
+                                       daemon=True)
+            self._helpers.append(helper)
+            self._serving.append(serving)
+            serving.start()
         return self
 
     def add(self, path, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> Path:
         """``draw(*args, **kwargs)`` must write ``path`` (one of its arguments)."""
         job = FigureJob(Path(path), draw, args, kwargs)
-        self.jobs.append(job)
+        with self._state:
+            self._jobs.append(job)
+            self._pending.append(job)
+            self._state.notify()
         return job.path
 
     def run(self) -> list[Path]:
-        jobs, self.jobs = self.jobs, []
-        helpers = self._helpers if len(jobs) >= MIN_FIGURES_FOR_HELPERS else []
+        """Draw every figure not taken by a helper, wait for the helpers' (drawing here what they
+        could not), and return every path in the order added."""
         if self._importing is not None:
             self._importing.join()   # pyplot's import is not safe to race with a first use
         try:
-            mine, theirs = _split(jobs, len(helpers))
-            sent = [(helper, theirs[i], _send(helper, theirs[i])) for i, helper in enumerate(helpers)]
-            for job in mine:
+            with self._state:
+                self._closing = True
+                self._state.notify_all()
+            while (job := self._take()) is not None:
                 job.run()
-            for helper, share, writer in sent:
-                _collect(helper, share, writer)
-            return [job.path for job in jobs]
+            with self._state:
+                self._state.wait_for(lambda: self._in_flight == 0,
+                                     timeout=HELPER_SECONDS + HELPER_SECONDS_PER_FIGURE * len(self._jobs))
+            self.close()   # a helper still drawing now hangs: its figure is handed back
+            if self._user_error:
+                raise UserError(self._user_error)
+            for job in self._returned:
+                job.run()   # a real error shows here with its own traceback
+            return [job.path for job in self._jobs]
         finally:
             self.close()
+            self._jobs, self._returned = [], []
 
     def close(self) -> None:
+        with self._state:
+            self._closing = True
+            self._state.notify_all()
         for helper in self._helpers:
             if helper.poll() is None:
                 helper.kill()
             helper.wait()
-            for stream in (helper.stdin, helper.stdout):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
-        self._helpers = []
+        for thread in self._serving:
+            thread.join()   # ends once its helper's output does
+        for helper in self._helpers:
+            helper.stdout.close()
+        self._helpers, self._serving = [], []
 
     def __getstate__(self) -> dict:
         # pickled along with Tune's callbacks (the sweep's listeners hold it): a copy draws locally
-        return {"jobs": [], "_wanted": 0, "_helpers": [], "_importing": None}
+        return {}
 
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(helpers=0)
 
-def _split(jobs: list, helpers: int) -> tuple[list, list]:
-    """This process's figures and each helper's: even shares, the odd one out to a helper, since
-    this process assembles the documents afterwards."""
-    if not helpers:
-        return jobs, []
-    mine = max(1, len(jobs) // (helpers + 1))
-    rest = jobs[mine:]
-    return jobs[:mine], [rest[i::helpers] for i in range(helpers)]
+    # ------------------------------------------------------------------------------ internals
+
+    def _take(self, for_helper: bool = False) -> Optional[FigureJob]:
+        """The next figure nobody has taken. A helper's thread waits until there is one or the batch
+        is closing (then None), and counts it in flight in the same step, so ``run`` never sees a
+        figure that is neither pending nor in flight."""
+        with self._state:
+            while for_helper and not self._pending and not self._closing:
+                self._state.wait()
+            if not self._pending:
+                return None
+            self._in_flight += for_helper
+            return self._pending.popleft()
+
+    def _serve(self, helper: subprocess.Popen) -> None:
+        """One helper's loop, on its own thread: once it is ready, hand it one figure at a time."""
+        job: Optional[FigureJob] = None
+        try:
+            if read_frame(helper.stdout) != READY:
+                return
+            while True:
+                job = self._take(for_helper=True)
+                if job is None:
+                    return
+                try:
+                    frame = pickle.dumps(job)
+                except Exception:  # noqa: BLE001 - not picklable (a lambda): drawn here
+                    self._give_back(job)
+                    job = None
+                    continue
+                write_frame(helper.stdin, frame)
+                outcome = pickle.loads(read_frame(helper.stdout))
+                if outcome is None:
+                    self._done()
+                elif outcome[0] == "user":
+                    with self._state:
+                        self._user_error = self._user_error or outcome[1]
+                    self._done()
+                else:
+                    self._give_back(job)
+                job = None
+        except Exception:  # noqa: BLE001 - the helper died, hangs and was killed, or said nonsense
+            if job is not None:
+                self._give_back(job)
+        finally:
+            try:
+                helper.stdin.close()   # end of input: the helper exits
+            except OSError:
+                pass
+
+    def _done(self) -> None:
+        with self._state:
+            self._in_flight -= 1
+            self._state.notify_all()
+
+    def _give_back(self, job: FigureJob) -> None:
+        with self._state:
+            self._returned.append(job)
+        self._done()
 
 
 def _helper_count() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(cores - 1, MAX_HELPERS))
-
-
-def _send(helper: subprocess.Popen, share: list) -> threading.Thread:
-    """Written from a thread: the helper reads only after its imports, and a pipe holds 64 KiB."""
-    def write() -> None:
-        try:
-            helper.stdin.write(pickle.dumps(share))
-        except Exception:  # noqa: BLE001 - unpicklable or a dead helper: _collect redraws the share
-            pass
-        finally:
-            try:
-                helper.stdin.close()   # end of input, also when nothing was sent: the helper exits
-            except OSError:
-                pass
-    writer = threading.Thread(target=write, name="smctune-figures", daemon=True)
-    writer.start()
-    return writer
-
-
-def _collect(helper: subprocess.Popen, share: list, writer: threading.Thread) -> None:
-    """The helper's outcome per figure; what it did not draw is drawn here, so a real error shows
-    with its own traceback. Only an error the user must fix (an output directory that cannot be
-    written) is passed on as the helper saw it."""
-    writer.join()
-    helper.stdin = None   # closed by the writer; communicate() must not flush it again
-    outcomes: list = []
-    try:
-        out, _ = helper.communicate(timeout=HELPER_SECONDS + HELPER_SECONDS_PER_FIGURE * len(share))
-        outcomes = pickle.loads(out)
-    except Exception:  # noqa: BLE001 - the helper died or hangs: nothing it said counts
-        helper.kill()
-        outcomes = []
-    for i, job in enumerate(share):
-        outcome = outcomes[i] if i < len(outcomes) else ("missing", "")
-        if outcome is None:
-            continue
-        if outcome[0] == "user":
-            raise UserError(outcome[1])
-        job.run()

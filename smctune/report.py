@@ -506,9 +506,14 @@ def _write_report(run_dir: Union[str, Path], options: ReportOptions, batch) -> R
     summaries = summarize_all(run, metric=options.metric, criterion=options.criterion)
     out = Path(options.out_dir or run_dir)
     several = len(summaries) > 1
-    facts = [report_build.architecture_facts(run, s, options.compare_paper) for s in summaries]
-    drawn = [report_build.draw(run, s, f, out, f"-{s.model}" if several else "", options.layer_levels, batch)
-             for s, f in zip(summaries, facts)]
+    facts, drawn = [], []
+    for summary in summaries:
+        suffix = f"-{summary.model}" if several else ""
+        paper = report_build.paper_for(summary, options.compare_paper)
+        head = report_build.draw_summary(summary, paper, out, suffix, batch)   # helpers start on these
+        facts.append(report_build.architecture_facts(run, summary, paper))
+        drawn.append(report_build.draw_layers(run, summary, facts[-1], head, out, suffix,
+                                              options.layer_levels, batch))
     batch.run()
     run_facts = report_build.run_facts(run)
     results = write_results_json(summaries, out / RESULTS_FILE, facts, run_facts)

@@ -28,14 +28,20 @@ class DrawnFigures:
             + tuple(p for _, _, p in self.similarity)
 
 
-def architecture_facts(run: RunResults, summary: Summary, compare_paper: bool):
-    from .paper_reference import paper_reference
+def architecture_facts(run: RunResults, summary: Summary, paper):
+    """Layer and mask analysis of one architecture (the report's slowest computing: every saved mask
+    is read), next to its ``paper`` reference (``paper_for``)."""
     from .report import ArchitectureFacts
     from .similarity import embedding_flags, pair_similarities
 
-    paper = paper_reference(summary.task, summary.model) if compare_paper else None
     return ArchitectureFacts(similarities=tuple(pair_similarities(run, summary.model)),
                              embedding=embedding_flags(run, summary.model), paper=paper)
+
+
+def paper_for(summary: Summary, compare_paper: bool):
+    from .paper_reference import paper_reference
+
+    return paper_reference(summary.task, summary.model) if compare_paper else None
 
 
 def layer_levels(profiles: dict, wanted: Optional[tuple]) -> tuple:
@@ -50,16 +56,15 @@ def layer_levels(profiles: dict, wanted: Optional[tuple]) -> tuple:
                                for target in wanted or PAPER_LAYER_LEVELS))
 
 
-def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wanted_levels,
-         batch) -> DrawnFigures:
-    """Queue one architecture's figures on ``batch`` (figure_batch.FigureBatch); their paths are
-    known now, the files exist once the batch has run."""
+def draw_summary(summary: Summary, paper, out: Path, suffix: str, batch) -> tuple:
+    """Queue an architecture's curves and heatmap on ``batch`` (figure_batch.FigureBatch): they
+    need the summary only, so helpers draw them while ``architecture_facts`` is computed. Returns
+    their paths (the heatmap's None without methods); the files exist once the batch has run."""
     from . import figures
     from .report import PLOT_FILE, cell_mark, plot_curves, MARK_FAIL
-    from .similarity import layer_profiles
 
     curves_path = out / (f"curves{suffix}.png" if suffix else PLOT_FILE)
-    curves = batch.add(curves_path, plot_curves, summary, curves_path, paper=facts.paper)
+    curves = batch.add(curves_path, plot_curves, summary, curves_path, paper=paper)
     names = [m.name for m in summary.methods]
     heatmap = None
     if names:
@@ -71,6 +76,15 @@ def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wante
         heatmap = batch.add(path, figures.plot_heatmap, names, summary.grid, values, failing, path,
                             f"{summary.task}{_model(summary)}: {summary.metric_name} by method and sparsity",
                             f"{summary.metric_name} (%)")
+    return curves, heatmap
+
+
+def draw_layers(run: RunResults, summary: Summary, facts, head: tuple, out: Path, suffix: str,
+                wanted_levels, batch) -> DrawnFigures:
+    """Queue the layerwise and similarity figures; ``head`` is ``draw_summary``'s result."""
+    from . import figures
+    from .similarity import layer_profiles
+
     profiles = layer_profiles(run, summary.model)
     layerwise, similarity = [], []
     for level in layer_levels(profiles, wanted_levels):
@@ -89,7 +103,7 @@ def draw(run: RunResults, summary: Summary, facts, out: Path, suffix: str, wante
                 similarity.append((level, kind, batch.add(
                     path, figures.plot_similarity, methods, values, path,
                     f"{summary.task}{_model(summary)}: {label} at {level:.3f}", label)))
-    return DrawnFigures(curves, heatmap, tuple(layerwise), tuple(similarity))
+    return DrawnFigures(*head, tuple(layerwise), tuple(similarity))
 
 
 def _model(summary: Summary) -> str:

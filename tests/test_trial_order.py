@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 
-from smctune import cells
+from smctune import cells, estimate
 from smctune.config import SweepSpec, load_search_space
 from smctune.sweep import plan_trials, stage_of
 from smctune.trial_order import TrialLengths, planned_work
@@ -73,10 +73,7 @@ def simulate(searcher, slots: int, seconds) -> tuple[float, list]:
 
 
 def _plan_order_makespan(trials, slots, seconds) -> float:
-    finish = [0.0] * slots
-    for trial in trials:
-        heapq.heappush(finish, heapq.heappop(finish) + seconds(trial))
-    return max(finish)
+    return estimate.makespan([seconds(t) for t in trials], slots)
 
 
 def test_searcher_starts_long_trials_first_and_the_stage_ends_sooner(tmp_path):
@@ -109,3 +106,14 @@ def test_lth_trial_starts_before_the_one_fine_tune_trials(tmp_path):
     assert len(emitted) == len(trials)
     assert makespan == sum(length(t) for t in trials) / 2 == 4.0       # LTH on one slot, the rest beside it
     assert _plan_order_makespan(trials, 2, length) == 6.0              # LTH alone for its last 2 rounds
+
+
+def test_the_plan_estimate_assumes_the_same_order(tmp_path):
+    """``smctune plan``'s wall-clock models the searcher: longest first, not plan order."""
+    from smctune.config import TrialSpec
+
+    trials = [TrialSpec.from_dict(t) for t in sorted(_stage2(tmp_path), key=lambda t: t["method"] == "lth")]
+    steps = trials[0].train.max_steps
+    times = estimate.StepTime(1.0, 0.0, 0.0, "cpu", "")                 # one second per step
+    result = estimate.estimate(trials, stage_of, times, cpu=1, gpu=0, slots=2)
+    assert result.stage_seconds == ((2, 4.0 * steps),)                  # not 6 x steps: LTH first

@@ -36,3 +36,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    """CSQA's search space with test_sweep.FAST_SPACE's settings (tiny smoke trials); a test module
+    that needs other settings defines its own ``space``."""
+    from smctune.config import load_search_space
+    from test_sweep import FAST_SPACE
+
+    path = tmp_path_factory.mktemp("space") / "space.yaml"
+    path.write_text(FAST_SPACE)
+    return load_search_space("csqa", str(path))

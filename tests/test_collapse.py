@@ -70,13 +70,6 @@ def test_search_space_stop_block_is_validated(tmp_path):
         load_search_space("csqa", str(path))
 
 
-@pytest.fixture(scope="module")
-def space(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "space.yaml"
-    path.write_text(FAST_SPACE)
-    return load_search_space("csqa", str(path))
-
-
 def test_pruned_trial_at_chance_stops_early_but_dense_never_does(space, tmp_path):
     always = StopSettings(chance_evals=1, chance_margin=0.99, after_fraction=0.0)  # everything "at chance"
     dense = dataclasses.replace(_spec(space, "dense", None, tmp_path), stop=always)

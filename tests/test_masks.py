@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 from smctune import registry
-from smctune.config import SweepSpec, TrialSpec, load_search_space
+from smctune.config import SweepSpec, TrialSpec
 from smctune.errors import UserError
 from smctune.masks import load_mask, mask_files, mask_path, save_mask
-
-from test_sweep import FAST_SPACE
 
 
 def _meta(path) -> dict:
@@ -119,13 +117,6 @@ def test_bad_input_and_bad_files_are_user_errors(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # the sweep and a real trial
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "space.yaml"
-    path.write_text(FAST_SPACE)
-    return load_search_space("csqa", str(path))
-
 
 def test_every_planned_trial_saves_into_the_run_directory(space, tmp_path):
     from smctune.sweep import plan_trials

@@ -4,18 +4,9 @@ from __future__ import annotations
 import pytest
 
 from smctune import registry
-from smctune.config import TrialSpec, load_search_space
+from smctune.config import TrialSpec
 from smctune.pruning import num_pruned, select_prunable
 from smctune.train import CallbackReporter, Trial
-
-from test_sweep import FAST_SPACE
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "space.yaml"
-    path.write_text(FAST_SPACE)
-    return load_search_space("csqa", str(path))
 
 
 def _spec(space, method, sparsity, cache_root, levels=()):

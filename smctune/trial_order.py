@@ -19,13 +19,15 @@ import statistics
 from collections import defaultdict
 from typing import Mapping, Optional
 
+from .config import TrialSpec
+from .estimate import fine_tunes
+
 
 def planned_work(trial: Mapping) -> float:
     """Fine-tunes x steps of a ``TrialSpec`` dict: what its length is proportional to, before any
     trial of its method has run."""
-    fine_tunes = len(trial.get("levels") or ()) or 1
-    steps = (trial.get("train") or {}).get("max_steps") or 1
-    return float(fine_tunes * max(1, int(steps)))
+    spec = TrialSpec.from_dict(trial)
+    return float(fine_tunes(spec) * max(1, spec.train.max_steps))
 
 
 class TrialLengths:

@@ -137,10 +137,10 @@ class FigureBatch:
 
     def __getstate__(self) -> dict:
         # pickled along with Tune's callbacks (the sweep's listeners hold it): a copy draws locally
-        return {}
+        return {"helpers": 0}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(helpers=0)
+        self.__init__(helpers=state["helpers"])
 
     # ------------------------------------------------------------------------------ internals
 

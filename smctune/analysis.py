@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
-from .config import SweepSpec
+from .config import SweepSpec, row_label
 from .criterion import Criterion
 from .errors import UserError
 
@@ -80,6 +80,8 @@ class TrialResult:
     tunables: dict = field(default_factory=dict)   # the method hyperparameters the trial ran with
     started_at: Optional[float] = None  # unix time the driver saw the trial start / end
     ended_at: Optional[float] = None
+    group: Optional[str] = None        # --prune-only: the groups pruned alone (``method`` is then
+                                       # the report row ``method[group]``)
 
 
 @dataclass
@@ -145,6 +147,7 @@ def _load_trial(path: Path) -> TrialResult:
     if target is not None and not _is_number(target):
         raise bad(f"'sparsity' is not a number: {target!r}")
     history = data.get("history") or []
+    group = data.get("group") if isinstance(data.get("group"), str) and data.get("group") else None
     chance = data.get("chance")
     seed = data.get("seed")
     fold = data.get("fold")
@@ -152,7 +155,7 @@ def _load_trial(path: Path) -> TrialResult:
     return TrialResult(
         trial_id=data["trial_id"],
         task=str(data.get("task", "")),
-        method=data["method"],
+        method=row_label(data["method"], group or ""),   # a sensitivity row is its own curve
         seed=seed if isinstance(seed, int) else None,
         preset=str(data.get("preset", "")),
         status=data["status"],
@@ -172,6 +175,7 @@ def _load_trial(path: Path) -> TrialResult:
         tunables=data["tunables"] if isinstance(data.get("tunables"), dict) else {},
         started_at=data.get("started_at") if _is_number(data.get("started_at")) else None,
         ended_at=data.get("ended_at") if _is_number(data.get("ended_at")) else None,
+        group=group,
     )
 
 
@@ -321,7 +325,8 @@ def cells(run: RunResults, metric: str = "best", model: Optional[str] = None) ->
     _check_metric(metric)
     grid = tuple(sorted(run.spec.sparsities))
     trials = trials_of(run, model)
-    methods = _method_order(set(run.spec.methods) | {t.method for t in trials})
+    methods = _method_order(set(planned_rows(run.spec)) | {t.method for t in trials},
+                            tuple(run.spec.prune_only))
     table = {}
     for method in methods:
         if method == DENSE:
@@ -390,12 +395,24 @@ def collapsed_layers(run: RunResults, model: Optional[str] = None) -> dict:
     return {key: sorted(names) for key, names in found.items()}
 
 
-def _method_order(names) -> list:
+def planned_rows(spec: SweepSpec) -> list:
+    """The report rows a sweep plans: its methods, or with ``--prune-only`` one ``method[group]``
+    row per method and group (dense stays one row)."""
+    if not spec.prune_only:
+        return list(spec.methods)
+    return [m if m == DENSE else row_label(m, group) for m in spec.methods
+            for group in (("",) if m == DENSE else spec.prune_only)]
+
+
+def _method_order(names, groups: tuple = ()) -> list:
+    """Rows in registry order of their method, a method's ``[group]`` rows in ``--prune-only``
+    order; names the registry does not know last, sorted."""
     from .registry import METHODS, PAPER_METHODS
 
     order = [DENSE] + list(METHODS) + [m for m in PAPER_METHODS if m not in METHODS]
-    known = [m for m in order if m in names]
-    return list(dict.fromkeys(known)) + sorted(set(names) - set(order))
+    rows = [row_label(m, g) for m in order for g in ("",) + tuple(groups)]
+    known = [r for r in rows if r in names]
+    return list(dict.fromkeys(known)) + sorted(set(names) - set(rows))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,6 +531,7 @@ class Summary:
     model: Optional[str] = None   # the architecture summarized (sweeps over several: one Summary each)
     folds: tuple = ()
     collapsed: dict = field(default_factory=dict)   # (method, sparsity) -> layers left 100 % pruned
+    groups: tuple = ()            # --prune-only: each method[group] row pruned only that group
 
     @property
     def metric_label(self) -> str:
@@ -547,6 +565,7 @@ def summarize(run: RunResults, metric: str = "best", criterion: Criterion = Crit
         trials_collapsed=count["collapsed"],
         failures=tuple((t.trial_id, t.status, t.error) for t in trials if t.status not in RESULT_STATUSES),
         model=model, folds=tuple(spec.folds), collapsed=collapsed_layers(run, model),
+        groups=tuple(spec.prune_only),
     )
 
 

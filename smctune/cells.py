@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .config import level_label, trial_id_from
+from .config import level_label, row_label, trial_id_from
 from .errors import UserError
 from .trial_order import TrialLengths, planned_work
 from .tunables import Tunable
@@ -244,12 +244,16 @@ def _arch(trial: Mapping) -> str:
 def cell_key(trial: Mapping) -> str:
     """``[arch/]method/level`` of a TrialSpec dict: the study name of its cell."""
     arch = _arch(trial)
-    return f"{arch + '/' if arch else ''}{trial['method']}/{level_label(trial)}"
+    return f"{arch + '/' if arch else ''}{_row(trial)}/{level_label(trial)}"
+
+
+def _row(trial: Mapping) -> str:
+    return row_label(trial["method"], trial.get("group") or "")
 
 
 def member_key(trial: Mapping) -> tuple:
     """What ``CellASHA`` compares within: the cell plus seed and fold (never across them)."""
-    return (trial.get("task"), _arch(trial), trial["method"], level_label(trial), trial.get("seed"),
+    return (trial.get("task"), _arch(trial), _row(trial), level_label(trial), trial.get("seed"),
             trial.get("fold"))
 
 

@@ -162,6 +162,12 @@ def _sweep_arguments(cmd: argparse.ArgumentParser) -> None:
                           "paper's appendix-C variant; groups come from the search space's "
                           "prunable.groups); default: prune every matrix, as the paper's main "
                           "evaluation; recorded in every trial's prunable rule")
+    cmd.add_argument("--prune-only", metavar="GROUPS",
+                     help="module sensitivity (the paper's Table 1): run every method once per "
+                          "prunable group, each pruning only that group; comma-separated groups from "
+                          "the search space's prunable.groups, joined by + to prune together "
+                          "(q,k,v,o,ffn or q+k+v,ffn), or all; the report has one row per "
+                          "method[group]")
     cmd.add_argument("--faithful", default="paper", metavar="paper|smcbench",
                      help="paper (default): every method as its paper describes it; smcbench: "
                           "reproduce SMC-Bench's code where it departs from the papers (see the "
@@ -252,6 +258,11 @@ def _resolve(args, *, for_plan: bool):
     space = config.load_search_space(args.task, args.search_space)
     sparsities = config.parse_sparsities(args.sparsities) if args.sparsities else space.sparsities
     keep_dense = config.parse_keep_dense(args.keep_dense, space)
+    prune_only = config.parse_prune_only(getattr(args, "prune_only", None), space)
+    overlap = [name for entry in prune_only for name in entry.split("+") if name in keep_dense]
+    if overlap:
+        raise UserError(f"--prune-only group '{overlap[0]}' is also in --keep-dense: it cannot be pruned "
+                        "and kept dense at once")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if data_dir and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
@@ -284,6 +295,11 @@ def _resolve(args, *, for_plan: bool):
     if getattr(args, "asha", False) and (trials_per_cell or space.search_decl(preset).trials_per_cell) < 2:
         raise UserError("--asha compares tunings within a cell, so it needs --trials-per-cell 2 or more "
                         "(and a search: block declaring what to tune)")
+    if prune_only and search != "grid":
+        raise UserError("--prune-only runs every level of every group: use it with --search grid")
+    if prune_only and (trials_per_cell or space.search_decl(preset).trials_per_cell) > 1:
+        raise UserError("--prune-only measures each group at the method's default settings: it does not "
+                        "combine with --trials-per-cell > 1")
     spec = config.SweepSpec(
         task=args.task, methods=methods, sparsities=sparsities, seeds=tuple(range(args.seeds)),
         preset=preset, preset_reason=reason, name=name, run_dir=str(run_dir),
@@ -291,7 +307,8 @@ def _resolve(args, *, for_plan: bool):
         max_concurrent=args.max_concurrent, max_failures=args.max_failures,
         search_space_file=args.search_space or space.source, verbosity=verbosity,
         faithful=args.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial,
-        trials_per_cell=trials_per_cell, asha=bool(getattr(args, "asha", False)), search=search)
+        trials_per_cell=trials_per_cell, asha=bool(getattr(args, "asha", False)), search=search,
+        prune_only=prune_only)
     return spec, space
 
 
@@ -425,14 +442,17 @@ def _plan(args) -> int:
     step_seconds = _parse_step_seconds(args.step_seconds)
     spec, space = _resolve(args, for_plan=True)
     task = registry.load_task(spec.task)
-    data = _validate_data(task, spec, space)
+    spec, data, notes = _validate_data(task, spec, space)
     trials = plan_trials(spec, space)
-    preset = space.resolve(spec.preset, spec.models[0] if spec.models else "")
+    first = trials[0]
     print(f"preset: {spec.preset} ({spec.preset_reason})")
     print(f"task: {spec.task}   data: {data.source} "
           f"({', '.join(f'{k} {v}' for k, v in data.splits.items())})")
-    print(f"model: {preset.model.source}:{preset.model.name}   steps per fine-tune: "
-          f"{preset.train.max_steps}   batch {preset.train.batch_size}")
+    for note in notes:
+        print(f"  {note}")
+    epochs = f" ({first.train.epochs:g} epochs)" if first.train.epochs else ""
+    print(f"model: {first.model.source}:{first.model.name}   steps per fine-tune: "
+          f"{first.train.max_steps}{epochs}   batch {first.train.batch_size}")
     if spec.models:
         print(f"architectures: {', '.join(spec.models)}")
     if spec.folds:
@@ -452,6 +472,9 @@ def _plan(args) -> int:
     print("prunable: " + (f"matching {', '.join(rules['include'])}" if rules["include"] else "every matrix")
           + (f", except {', '.join(rules['exclude'])}" if rules["exclude"] else "")
           + (f" (--keep-dense {','.join(spec.keep_dense)})" if spec.keep_dense else ""))
+    if spec.prune_only:
+        print(f"module sensitivity (--prune-only): each method once per group, pruning only "
+              f"{'; '.join(spec.prune_only)}")
     if spec.faithful == "smcbench":
         for name, patterns in sorted((space.prunable.get("smcbench_exclude") or {}).items()):
             if name in spec.methods:
@@ -469,7 +492,7 @@ def _plan(args) -> int:
             runs = len(trial.levels) if trial.levels else 1
             fine_tunes += runs
             print(f"  {describe(trial)}" + (f"  ({runs} fine-tunes)" if runs > 1 else ""))
-    print(f"\n{len(trials)} trials, {fine_tunes} fine-tunes of {preset.train.max_steps} steps; "
+    print(f"\n{len(trials)} trials, {fine_tunes} fine-tunes of {first.train.max_steps} steps; "
           f"run directory would be {spec.run_dir}")
     _print_estimate(spec, space, trials, step_seconds, getattr(args, "shared_storage", False),
                     default_mlflow=not args.mlflow_uri)
@@ -692,7 +715,9 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
         task = registry.load_task(spec.task)
-        data = _validate_data(task, spec, space)
+        spec, data, notes = _validate_data(task, spec, space)
+        for note in notes:
+            printer.message(f"data: {note}")
         trials = plan_trials(spec, space)
         _check_cluster(spec, space, shared_storage, default_mlflow)
         run_dir = Path(spec.run_dir)
@@ -767,15 +792,29 @@ def _ray_nodes() -> list:
 
 def _validate_data(task, spec, space):
     """Check the family's model settings of every architecture, then parse the data of every fold
-    the sweep runs (one split when the task has no folds); the first fold's report describes it."""
+    the sweep runs (one split when the task has no folds). Returns the spec with the training
+    split's size recorded (``train.epochs`` is counted in it), the first fold's report, and what
+    the task has to say about its data under these settings (``Task.data_notes``, optional: e.g.
+    how many protein sequences are cropped to the model's length)."""
+    import dataclasses
+
     from . import optim
 
-    for arch in spec.models or ("",):
-        settings = space.resolve(spec.preset, arch)
-        optim.check(settings.train)
-        task.check_settings(settings.model, settings.train)
+    settings = {arch: space.resolve(spec.preset, arch, spec.faithful) for arch in spec.models or ("",)}
+    for resolved in settings.values():
+        optim.check(resolved.train)
+        task.check_settings(resolved.model, resolved.train)
     reports = [task.validate_data(spec.preset, spec.data_dir, fold) for fold in spec.folds or (None,)]
-    return reports[0]
+    spec = dataclasses.replace(spec, train_examples=reports[0].splits.get("train"))
+    notes = []
+    describe = getattr(task, "data_notes", None)
+    if describe is not None:
+        for arch, resolved in settings.items():
+            for note in describe(spec.preset, spec.data_dir, (spec.folds or (None,))[0], resolved.model,
+                                 resolved.train):
+                notes.append(f"{arch}: {note}" if len(settings) > 1 else note)
+    notes = list(reports[0].notes) + notes
+    return spec, reports[0], notes
 
 
 def _record_spec(run_dir: Path, spec) -> None:

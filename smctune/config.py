@@ -88,6 +88,13 @@ class TrainSettings:
     # Learning rate of the pretrained backbone's parameters when it differs from ``lr`` (GTS's
     # embedding lr 8e-6 beside 1e-3 for the rest); None = ``lr`` for everything.
     backbone_lr: Optional[float] = None
+    # A budget in epochs of the training split instead of ``max_steps``, for data whose size the
+    # search space cannot know (a user's HotProtein split): the driver turns it into ``max_steps``
+    # once the data is read (``resolve_epochs``), so every trial sees a concrete step count.
+    epochs: Optional[float] = None
+    # Parameters left out of the optimizer: "head" (everything outside the runtime's backbone) or
+    # "backbone". SMC-Bench's ESM-1b scripts never step their head optimizer (``--faithful smcbench``).
+    freeze: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -137,29 +144,42 @@ class SearchSpace:
     # within-cell search (``smctune.cells``): which tunables Optuna searches, over what, and the
     # budget of tunings per cell; a preset's ``search:`` replaces it
     search: Optional[dict] = None
+    # ``smcbench:``: what SMC-Bench's code does for this task where it departs from the papers, applied
+    # with ``--faithful smcbench`` only: ``train`` overrides of every preset's training settings and
+    # ``methods`` tunable values (the protein scripts score SNIP by |g| over ~100 batches, ...)
+    smcbench: dict = field(default_factory=dict)
     source: str = ""
 
     @property
     def architectures(self) -> tuple:
         return tuple(self.models)
 
-    def resolve(self, preset: str, arch: str = "") -> PresetSettings:
-        """The preset with ``arch``'s overrides applied: what a trial of that architecture runs."""
+    def resolve(self, preset: str, arch: str = "", faithful: str = "paper") -> PresetSettings:
+        """The preset with ``arch``'s overrides applied (and, with ``faithful="smcbench"``, the
+        ``smcbench.train`` overrides): what a trial of that architecture runs."""
         settings = self.preset(preset)
+        if self.models or arch:
+            settings = self._with_arch(settings, preset, arch)
+        extra = (self.smcbench.get("train") or {}) if faithful == "smcbench" else {}
+        if extra:
+            train = {**dataclasses.asdict(settings.train), **extra}
+            settings = dataclasses.replace(settings, train=build(TrainSettings, train,
+                                                                 f"{self.source}: smcbench.train"))
+        return settings
+
+    def _with_arch(self, settings: PresetSettings, preset: str, arch: str) -> PresetSettings:
         if not self.models:
-            if arch:
-                raise UserError(f"task {self.task} has a single architecture; --model does not apply")
-            return settings
+            raise UserError(f"task {self.task} has a single architecture; --model does not apply")
         if arch not in self.models:
             raise UserError(f"unknown --model '{arch}' for task {self.task} "
                             f"(valid: {', '.join(self.models)})")
         where = f"{self.source}: models.{arch}.{preset}"
         override = (self.models[arch] or {}).get(preset) or {}
-        model = dataclasses.asdict(settings.model)
+        model = {**dataclasses.asdict(settings.model), **(override.get("model") or {})}
         model["layers"] = {**model["layers"], **(override.get("layers") or {})}
         model["arch"] = arch
         train = {**dataclasses.asdict(settings.train), **(override.get("train") or {})}
-        return dataclasses.replace(settings, model=build(ModelSettings, model, f"{where}.layers"),
+        return dataclasses.replace(settings, model=build(ModelSettings, model, f"{where}.model"),
                                    train=build(TrainSettings, train, f"{where}.train"))
 
     def search_decl(self, preset: str):
@@ -176,11 +196,14 @@ class SearchSpace:
         """``prunable.groups``: name -> regexes of the parameters ``--keep-dense <name>`` keeps dense."""
         return dict(self.prunable.get("groups") or {})
 
-    def prunable_rules(self, keep_dense: tuple = (), method: str = "", faithful: str = "paper") -> dict:
+    def prunable_rules(self, keep_dense: tuple = (), method: str = "", faithful: str = "paper",
+                       only: str = "") -> dict:
         """The include/exclude rule every trial records: the search space's, plus the exclude regexes
         of each ``--keep-dense`` group (validated by ``parse_keep_dense``), plus, under
         ``--faithful smcbench``, ``prunable.smcbench_exclude[method]``: SMC-Bench's arithmetic code
-        masks a different parameter set for some methods, which its results carry."""
+        masks a different parameter set for some methods, which its results carry. ``only`` (a
+        ``--prune-only`` entry, groups joined by "+") replaces the include list by those groups'
+        regexes: the module-sensitivity trials of the paper's Table 1 prune one module kind alone."""
         groups = self.keep_dense_groups()
         exclude = list(self.prunable.get("exclude") or [])
         extra = [groups[name] for name in keep_dense]
@@ -188,8 +211,12 @@ class SearchSpace:
             extra.append((self.prunable.get("smcbench_exclude") or {}).get(method) or [])
         for patterns in extra:
             exclude += [pattern for pattern in patterns if pattern not in exclude]
-        return {"include": list(self.prunable.get("include") or []), "exclude": exclude,
-                "keep_dense": list(keep_dense)}
+        include = list(self.prunable.get("include") or [])
+        rules = {"include": include, "exclude": exclude, "keep_dense": list(keep_dense)}
+        if only:
+            rules["include"] = list(dict.fromkeys(p for name in only.split("+") for p in groups[name]))
+            rules["only"] = only.split("+")
+        return rules
 
     def preset(self, name: str) -> PresetSettings:
         if name not in self.presets:
@@ -199,11 +226,16 @@ class SearchSpace:
             )
         return self.presets[name]
 
-    def tunables(self, method: str, preset: str, defaults: dict) -> dict:
-        """Method tunables: registry defaults < search space ``methods:`` < preset ``methods:``."""
+    def tunables(self, method: str, preset: str, defaults: dict, faithful: str = "paper") -> dict:
+        """Method tunables: registry defaults < search space ``methods:`` < preset ``methods:``, and
+        with ``faithful="smcbench"`` this task's ``smcbench.methods`` last (SMC-Bench's values win
+        when the user asked to reproduce SMC-Bench)."""
         merged = dict(defaults)
-        for layer, where in ((self.methods.get(method) or {}, "methods"),
-                             (self.preset(preset).methods.get(method) or {}, f"presets.{preset}.methods")):
+        layers = [(self.methods.get(method) or {}, "methods"),
+                  (self.preset(preset).methods.get(method) or {}, f"presets.{preset}.methods")]
+        if faithful == "smcbench":
+            layers.append(((self.smcbench.get("methods") or {}).get(method) or {}, "smcbench.methods"))
+        for layer, where in layers:
             for key, value in layer.items():
                 if key not in defaults:
                     raise UserError(
@@ -240,6 +272,10 @@ class SweepSpec:
     asha: bool = False           # --asha: stop weak tunings early, compared within their cell only
     search: str = "grid"         # --search: "grid" (every level) or "threshold" (bisect for the failing level)
     gpus_per_trial: Optional[float] = None  # --gpus-per-trial: overrides the preset's gpu; None = preset's
+    # --prune-only: module sensitivity, each entry a prunable group (or groups joined by "+") pruned
+    # alone; every method runs once per entry and the report has one row per (method, entry)
+    prune_only: tuple = ()
+    train_examples: Optional[int] = None   # training split size the data check found (train.epochs)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -249,7 +285,7 @@ class SweepSpec:
         data = json.loads(text)
         for key in ("methods", "sparsities", "seeds"):
             data[key] = tuple(data[key])
-        for key in ("keep_dense", "models", "folds"):
+        for key in ("keep_dense", "models", "folds", "prune_only"):
             data[key] = tuple(data.get(key) or ())
         return SweepSpec(**data)
 
@@ -278,6 +314,7 @@ class TrialSpec:
     stop: StopSettings = field(default_factory=StopSettings)
     tuning: int = 0              # which tuning of a searched cell (0 = the search space's defaults)
     masks_dir: str = ""          # where each level's final mask is saved (smctune.masks); "" = nowhere
+    group: str = ""              # --prune-only: the prunable group(s) this trial prunes alone ("q", "q+k")
 
     @property
     def trial_id(self) -> str:
@@ -313,20 +350,47 @@ def level_label(trial: dict) -> str:
 
 
 def trial_id_from(trial: dict) -> str:
-    """``[arch-]method-level-seedN[-foldK][-tT]`` of a ``TrialSpec`` dict, without building the spec
-    (the cell searcher names thousands of trials from their dicts)."""
+    """``[arch-]method-level-seedN[-foldK][-gGROUP][-tT]`` of a ``TrialSpec`` dict, without building
+    the spec (the cell searcher names thousands of trials from their dicts; a tuning's id is its
+    planned trial's id plus ``-tT``)."""
     arch = (trial.get("model") or {}).get("arch") or ""
     fold = "" if trial.get("fold") is None else f"-fold{trial['fold']}"
     tuning = f"-t{trial['tuning']}" if trial.get("tuning") else ""
-    return f"{arch + '-' if arch else ''}{trial['method']}-{level_label(trial)}-seed{trial['seed']}{fold}{tuning}"
+    group = f"-g{trial['group']}" if trial.get("group") else ""
+    return (f"{arch + '-' if arch else ''}{trial['method']}-{level_label(trial)}-seed{trial['seed']}"
+            f"{fold}{group}{tuning}")
+
+
+def row_label(method: str, group: str = "") -> str:
+    """A report row: the method, or ``method[group]`` for a module-sensitivity trial (``--prune-only``)."""
+    return f"{method}[{group}]" if group else method
 
 
 def _cache_relevant(train: TrainSettings) -> dict:
-    """Training settings minus those that cannot change the trained weights (checkpointing, threads)."""
+    """Training settings minus those that cannot change the trained weights (checkpointing, threads;
+    ``epochs``, which the driver has already turned into ``max_steps``). Settings added later enter
+    the hash only when set, so the keys of existing dense caches stay what they were."""
     data = dataclasses.asdict(train)
-    for key in ("checkpoint_every_s", "threads", "eval_every", "eval_batch_size", "eval_limit"):
+    for key in ("checkpoint_every_s", "threads", "eval_every", "eval_batch_size", "eval_limit", "epochs"):
         data.pop(key)
+    if not data["freeze"]:
+        data.pop("freeze")
     return data
+
+
+def resolve_epochs(train: TrainSettings, train_examples: Optional[int]) -> TrainSettings:
+    """``train.epochs`` as ``max_steps``: whole batches per epoch (the loop drops an incomplete last
+    batch) over the training examples the trial uses (``train_limit`` applied)."""
+    if train.epochs is None:
+        return train
+    if not train.epochs > 0 or not math.isfinite(train.epochs):
+        raise UserError(f"train.epochs must be a positive number, got {train.epochs}")
+    if not train_examples:
+        raise UserError("train.epochs needs the size of the training split, which the data check did "
+                        "not report (set train.max_steps instead)")
+    examples = min(train_examples, train.train_limit or train_examples)
+    per_epoch = max(1, examples // max(1, train.batch_size))
+    return dataclasses.replace(train, max_steps=max(1, math.ceil(train.epochs * per_epoch)))
 
 
 def stable_hash(payload: Any, length: int = 12) -> str:
@@ -422,6 +486,35 @@ def parse_keep_dense(text: Optional[str], space: "SearchSpace") -> tuple[str, ..
     return tuple(name for name in groups if name in names)
 
 
+def parse_prune_only(text: Optional[str], space: "SearchSpace") -> tuple[str, ...]:
+    """``q,k,v,o,ffn`` (each group pruned alone), ``q+k+v`` (together) or ``all`` (every
+    ``prunable.groups`` entry alone) -> the entries in the order given."""
+    if text is None:
+        return ()
+    groups = space.keep_dense_groups()
+    valid = ", ".join(groups) or "none (this task defines no prunable.groups)"
+    if not groups:
+        raise UserError(f"--prune-only: task {space.task} defines no prunable groups (valid: {valid})")
+    if text.strip() == "all":
+        return tuple(groups)
+    entries = [part.strip() for part in text.split(",")]
+    if not all(entries):
+        raise UserError(f"malformed --prune-only '{text}' (valid: comma-separated groups of {valid}, "
+                        "joined by + to prune together, or all)")
+    out = []
+    for entry in entries:
+        names = [name.strip() for name in entry.split("+")]
+        for name in names:
+            if name not in groups:
+                raise UserError(f"unknown --prune-only group '{name}' for task {space.task} (valid: {valid})")
+        if len(set(names)) != len(names):
+            raise UserError(f"--prune-only '{entry}' names a group twice")
+        out.append("+".join(names))
+    if len(set(out)) != len(out):
+        raise UserError(f"--prune-only '{text}' lists an entry twice")
+    return tuple(out)
+
+
 def validate_sparsities(values, where: str) -> tuple[float, ...]:
     if not values:
         raise UserError(f"{where}: no sparsity levels given (expected values in (0, 1))")
@@ -497,6 +590,7 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
                                     "regular expressions")
         elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: prunable.{key} must be a list of regular expressions")
+    data["smcbench"] = _smcbench_from_yaml(data.get("smcbench"), source)
     data["models"] = _models_from_yaml(data.get("models"), data["presets"], source)
     data["step_seconds"] = _step_seconds_from_yaml(data.get("step_seconds"), data["presets"], source)
     data["source"] = source
@@ -506,11 +600,50 @@ def load_search_space(task: str, path: Optional[str] = None) -> SearchSpace:
             space.resolve(preset, arch)
     for preset in space.presets:
         space.search_decl(preset)
+        for arch in space.models or ("",):
+            space.resolve(preset, arch, faithful="smcbench")
     return space
 
 
+def _smcbench_from_yaml(value, source: str) -> dict:
+    """``smcbench: {train: {...}, methods: {method: {tunable: value}}}``: shapes here; the training
+    keys are checked by ``resolve`` and the tunables when a sweep plans its trials."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: smcbench: expected a mapping with train and methods")
+    for key, part in value.items():
+        if key not in ("train", "methods"):
+            raise UserError(f"{source}: unknown key '{key}' at smcbench (valid: train, methods)")
+        if not isinstance(part, dict):
+            raise UserError(f"{source}: smcbench.{key}: expected a mapping")
+    from .registry import METHODS
+    from .tunables import check_all
+
+    for method, values in (value.get("methods") or {}).items():
+        if method not in METHODS:
+            raise UserError(f"{source}: unknown method '{method}' at smcbench.methods "
+                            f"(valid: {', '.join(METHODS)})")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: smcbench.methods.{method}: expected a mapping of tunables")
+        known = METHODS[method].tunables
+        for key in values:
+            if key not in known:
+                raise UserError(f"{source}: unknown key '{key}' at smcbench.methods.{method} "
+                                f"(valid: {', '.join(sorted(known)) or 'none'})")
+        check_all(known, values, f"{source}: smcbench.methods.{method}")
+    return dict(value)
+
+
+# what ``models.<arch>.<preset>`` may override: where the model comes from (ESM-1b from the hub, TAPE
+# from a local directory, both built small from a config), its task layers and its training recipe
+ARCH_OVERRIDE_KEYS = ("model", "layers", "train")
+ARCH_MODEL_KEYS = ("source", "name", "config")
+
+
 def _models_from_yaml(value, presets: dict, source: str) -> dict:
-    """``models: {arch: {preset: {layers: {...}, train: {...}}}}``, checked for shape and names."""
+    """``models: {arch: {preset: {model: {...}, layers: {...}, train: {...}}}}``, checked for shape
+    and names."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not value:
@@ -526,11 +659,15 @@ def _models_from_yaml(value, presets: dict, source: str) -> dict:
             if not isinstance(override or {}, dict):
                 raise UserError(f"{source}: models.{arch}.{preset}: expected a mapping")
             for key, part in (override or {}).items():
-                if key not in ("layers", "train"):
+                if key not in ARCH_OVERRIDE_KEYS:
                     raise UserError(f"{source}: unknown key '{key}' at models.{arch}.{preset} "
-                                    "(valid: layers, train)")
+                                    f"(valid: {', '.join(ARCH_OVERRIDE_KEYS)})")
                 if not isinstance(part, dict):
                     raise UserError(f"{source}: models.{arch}.{preset}.{key}: expected a mapping")
+                unknown = sorted(set(part) - set(ARCH_MODEL_KEYS)) if key == "model" else []
+                if unknown:
+                    raise UserError(f"{source}: unknown key '{unknown[0]}' at models.{arch}.{preset}.model "
+                                    f"(valid: {', '.join(ARCH_MODEL_KEYS)})")
     return {arch: dict(per_preset or {}) for arch, per_preset in value.items()}
 
 

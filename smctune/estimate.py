@@ -93,9 +93,16 @@ def fine_tunes(trial) -> int:
     return len(trial.levels) if trial.levels else 1
 
 
+def fine_tune_steps(trial) -> int:
+    """Updates of one fine-tune: ``max_steps``, or an IMP round's ``round_fraction`` of it (the
+    training loop's own rule)."""
+    fraction = float(trial.tunables.get("round_fraction", 1.0)) if trial.levels else 1.0
+    return max(1, round(trial.train.max_steps * fraction))
+
+
 def trial_seconds(trial, times: StepTime) -> float:
-    train = trial.train
-    per_fine_tune = train.max_steps * times.step + evaluations(train.max_steps, train.eval_every) * times.eval
+    steps = fine_tune_steps(trial)
+    per_fine_tune = steps * times.step + evaluations(steps, trial.train.eval_every) * times.eval
     return times.setup + fine_tunes(trial) * per_fine_tune
 
 

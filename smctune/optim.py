@@ -7,6 +7,7 @@ Both are registries so a preset names its recipe instead of the training loop br
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from .config import TrainSettings
@@ -40,8 +41,40 @@ def _step(train: TrainSettings) -> Callable[[int], float]:
     return factor
 
 
+# OneCycle (Smith & Topin 2019) as torch.optim.lr_scheduler.OneCycleLR defines it: from lr/25 up to
+# lr over the first 30 % of the cycle, then cosine annealing down to lr/25/1e4
+ONECYCLE_PCT_START = 0.3
+ONECYCLE_DIV = 25.0
+ONECYCLE_FINAL_DIV = 1e4
+
+
+def _cosine(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2.0 * (1.0 + math.cos(math.pi * fraction))
+
+
+def _onecycle(train: TrainSettings) -> Callable[[int], float]:
+    """The ESM-1b recipe's OneCycle schedule over ``max_steps`` updates (warm-up is built in). With
+    ``lr_step_every`` k > 1 the cycle advances once every k updates, so k = the updates of one epoch
+    reproduces schedulers stepped once per epoch."""
+    every = max(1, train.lr_step_every)
+    total = max(1, math.ceil(train.max_steps / every))
+    peak = ONECYCLE_PCT_START * total - 1   # the position where the lr peaks (OneCycleLR's phase end)
+    low, floor_ = 1.0 / ONECYCLE_DIV, 1.0 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+
+    def factor(step: int) -> float:
+        position = min(step // every, total - 1)
+        if position <= peak:
+            return _cosine(low, 1.0, position / peak) if peak > 0 else 1.0
+        span = (total - 1) - peak
+        return _cosine(1.0, floor_, (position - peak) / span) if span > 0 else floor_
+
+    return factor
+
+
 SCHEDULES: dict[str, Callable[[TrainSettings], Callable[[int], float]]] = {
-    "linear": _linear, "step": _step}
+    "linear": _linear, "step": _step, "onecycle": _onecycle}
+# ``train.freeze`` names: which side of the runtime's ``backbone_prefix`` stays out of the optimizer
+FREEZABLE = ("head", "backbone")
 
 
 def check(train: TrainSettings) -> None:
@@ -57,15 +90,29 @@ def check(train: TrainSettings) -> None:
         raise UserError(f"train.lr_gamma must be in (0, 1], got {train.lr_gamma}")
     if train.backbone_lr is not None and train.backbone_lr < 0:
         raise UserError(f"train.backbone_lr must be non-negative, got {train.backbone_lr}")
+    for name in train.freeze:
+        if name not in FREEZABLE:
+            raise UserError(f"train.freeze: unknown '{name}' (valid: {', '.join(FREEZABLE)})")
+    if len(set(train.freeze)) == len(FREEZABLE):
+        raise UserError("train.freeze: freezing both head and backbone leaves nothing to train")
 
 
 def parameter_groups(model, train: TrainSettings, backbone_prefix: str) -> list[dict]:
-    """One group, or two when the backbone (parameters named ``backbone_prefix``...) has its own lr."""
+    """One group, or two when the backbone (parameters named ``backbone_prefix``...) has its own lr;
+    a frozen side (``train.freeze``) is left out, so its weights and optimizer state never move."""
     params = list(model.named_parameters())
-    if train.backbone_lr is None or not backbone_prefix:
-        return [{"params": [p for _, p in params], "lr": train.lr}]
-    backbone = [p for name, p in params if name.startswith(backbone_prefix)]
-    rest = [p for name, p in params if not name.startswith(backbone_prefix)]
+    if train.freeze and not backbone_prefix:
+        raise UserError("train.freeze needs a task whose model has a pretrained backbone to tell the "
+                        "head from")
+
+    def side(name: str) -> str:
+        return "backbone" if backbone_prefix and name.startswith(backbone_prefix) else "head"
+
+    trained = [(name, p) for name, p in params if side(name) not in train.freeze]
+    if train.backbone_lr is None:
+        return [{"params": [p for _, p in trained], "lr": train.lr}]
+    rest = [p for name, p in trained if side(name) == "head"]
+    backbone = [p for name, p in trained if side(name) == "backbone"]
     return [group for group in ({"params": rest, "lr": train.lr},
                                 {"params": backbone, "lr": train.backbone_lr}) if group["params"]]
 

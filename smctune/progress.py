@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Optional, TextIO
 
-from .config import TrialSpec
+from .config import TrialSpec, row_label
 
 
 def describe(spec: TrialSpec) -> str:
@@ -22,7 +22,8 @@ def describe(spec: TrialSpec) -> str:
     arch = f"{spec.model.arch:<11}" if spec.model.arch else ""
     fold = "" if spec.fold is None else f" fold {spec.fold}"
     tuning = f" tuning {spec.tuning}" if spec.tuning else ""
-    return f"{arch}{spec.method:<14} {level:<12} seed {spec.seed}{fold}{tuning}"
+    method = row_label(spec.method, spec.group)
+    return f"{arch}{method:<14} {level:<12} seed {spec.seed}{fold}{tuning}"
 
 
 class ProgressPrinter:

@@ -61,6 +61,7 @@ class RecordKeeper:
         self.open[spec.trial_id] = {
             "trial_id": spec.trial_id, "task": spec.task, "method": spec.method, "seed": spec.seed,
             "model": spec.model.arch or None, "fold": spec.fold, "tuning": spec.tuning,
+            "group": spec.group or None,
             "preset": spec.preset, "sparsity": spec.sparsity, "status": None, "error": None,
             "metric": None, "chance": self.chance, "levels": [], "history": [],
             "dense_key": spec.dense_key(), "cached": False, "wall_s": None, "mlflow_run_id": None,

@@ -62,6 +62,8 @@ class PresetEntry:
     description: str
 
 
+_PROTEIN = "smctune.trainables.protein.family"
+
 TASKS: dict[str, TaskEntry] = {
     entry.name: entry
     for entry in (
@@ -81,6 +83,20 @@ TASKS: dict[str, TaskEntry] = {
                   0.0, "accuracy", "smctune.trainables.arithmetic.family:ASDivATask", "gts, graph2tree"),
         TaskEntry("svamp", "arithmetic", "SVAMP: train on MAWPS + ASDiv-A, test on SVAMP's varied problems",
                   0.0, "accuracy", "smctune.trainables.arithmetic.family:SVAMPTask", "gts, graph2tree"),
+        TaskEntry("hp-s", "protein", "HotProtein HP-S: 5 thermostability classes of protein sequences "
+                  "(--data-dir)", 0.2, "accuracy", f"{_PROTEIN}:HotProteinSTask", "esm1b, tape"),
+        TaskEntry("hp-s2c5", "protein", "HotProtein HP-S2C5 sequences: 5 thermostability classes "
+                  "(--data-dir)", 0.2, "accuracy", f"{_PROTEIN}:HotProteinS2C5Task", "esm1b, tape"),
+        TaskEntry("hp-s2c2", "protein", "HotProtein HP-S2C2: hot (>= 45 C) vs cold proteins (--data-dir)",
+                  0.5, "accuracy", f"{_PROTEIN}:HotProteinS2C2Task", "esm1b, tape"),
+        TaskEntry("meltome", "protein", "Meltome Atlas: 3 thermostability classes, mesophilic to "
+                  "hyperthermophilic (--data-dir)", 1 / 3, "accuracy", f"{_PROTEIN}:MeltomeTask",
+                  "esm1b, tape"),
+        TaskEntry("thermo", "protein", "ThermoProt (bundled): 4 growth-temperature classes of protein "
+                  "sequences, psychrophilic to hyperthermophilic", 0.25, "accuracy",
+                  f"{_PROTEIN}:ThermoTask", "esm1b, tape"),
+        TaskEntry("thermo-hotcold", "protein", "ThermoProt (bundled): hot (thermo- and hyperthermophilic) "
+                  "vs cold proteins", 0.5, "accuracy", f"{_PROTEIN}:ThermoHotColdTask", "esm1b, tape"),
     )
 }
 
@@ -90,6 +106,7 @@ _PATTERN = tunables.pattern_tunables()
 _RANDOM = tunables.random_tunables()
 _RIGL = tunables.rigl_tunables()
 _OBERT = tunables.obert_tunables()
+_SNIP = tunables.snip_tunables()
 _OBERT_OPTIONS = ("block_size", "damping", "variant")
 _CALIBRATED = tunables.calibration_tunables
 
@@ -130,7 +147,7 @@ METHODS: dict[str, MethodSpec] = {
                 _RANDOM, _PATTERN, options=("mask",)),
         _method("snip", "SNIP: one-shot global |g*w| pruning of the pretrained weights from one "
                 "training mini-batch, then fine-tune", "before", "pretrained", "snip", "global",
-                "oneshot", _CALIBRATED(1), _PATTERN),
+                "oneshot", _CALIBRATED(1), _SNIP, _PATTERN),
         _method("omp_rigl", "RigL from a one-shot global magnitude mask of the pretrained weights: "
                 "every `update_every` steps drop the smallest active weights and regrow by dense "
                 "gradient, per layer", "before", "pretrained", "magnitude", "global", "rigl", _RIGL),
@@ -138,7 +155,7 @@ METHODS: dict[str, MethodSpec] = {
                 "before", "pretrained", "random", "layerwise", "rigl", _RIGL, _RANDOM,
                 options=("mask",)),
         _method("snip_rigl", "RigL from a SNIP mask (one mini-batch, global |g*w|)",
-                "before", "pretrained", "snip", "global", "rigl", _RIGL, _CALIBRATED(1)),
+                "before", "pretrained", "snip", "global", "rigl", _RIGL, _CALIBRATED(1), _SNIP),
         _method("obert", "oBERT: one-shot global pruning of the dense fine-tuned model by the "
                 "block empirical-Fisher OBS score w^2/(2[F^-1]_qq) with the OBS update of the "
                 "surviving weights, then re-fine-tune", "after", "dense", "obert", "global",

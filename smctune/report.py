@@ -202,7 +202,11 @@ def format_table(summary: Summary) -> str:
     model = f" · model {summary.model}" if summary.model else ""
     title = (f"{summary.task}{model} · preset {summary.preset} · run {summary.name} · "
              f"{summary.metric_name} (%) by sparsity")
-    out = [title, line(header), "  ".join("-" * w for w in widths)]
+    out = [title]
+    if summary.groups:
+        out.append(f"module sensitivity: each method[group] row prunes only that group "
+                   f"({', '.join(summary.groups)}); sparsity is over the group's weights")
+    out += [line(header), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     if not summary.methods:
         out.append("(no sparse methods in this run)")

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from .analysis import DENSE, RESULT_STATUSES, RunResults, match_grid, trials_of
+from .analysis import DENSE, RESULT_STATUSES, RunResults, match_grid, planned_rows, trials_of
 from .errors import UserError
 from .masks import load_mask, mask_files
 
@@ -169,11 +169,13 @@ def pair_similarities(run: RunResults, model: Optional[str] = None) -> list[Pair
     for method, grid_level, key, measured in _measured_levels(run, model):
         members.setdefault((method, grid_level), {})[key] = measured
     files = mask_files(run.run_dir)
-    methods = [m for m in dict.fromkeys(run.spec.methods) if m != DENSE]
+    methods = [m for m in dict.fromkeys(planned_rows(run.spec)) if m != DENSE]
     out = []
     for grid_level in sorted(run.spec.sparsities):
         present = [m for m in methods if members.get((m, grid_level))]
-        pairs = list(combinations(present, 2))
+        # module-sensitivity rows (method[group]) are compared within their group: other groups'
+        # masks cover other tensors
+        pairs = [(a, b) for a, b in combinations(present, 2) if _group_of(a) == _group_of(b)]
         jaccards: dict = {pair: [] for pair in pairs}
         correlations: dict = {pair: [] for pair in pairs}
         keys = dict.fromkeys(key for m in present for key in members[(m, grid_level)])
@@ -190,6 +192,10 @@ def pair_similarities(run: RunResults, model: Optional[str] = None) -> list[Pair
             out.append(PairSimilarity(grid_level, a, b, _mean(j) if j else None, _mean(r) if r else None,
                                       len(j), len(r)))
     return out
+
+
+def _group_of(row: str) -> str:
+    return row[row.index("["):] if row.endswith("]") and "[" in row else ""
 
 
 def _measured_levels(run: RunResults, model: Optional[str]):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .config import SweepSpec, TrialSpec, sweep_search_space
+from .config import SweepSpec, TrialSpec, row_label, sweep_search_space
 from .errors import UserError
 
 STATES = ("finished", "running", "pending", "failed", "collapsed", "killed", "unknown")
@@ -108,7 +108,7 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
     trials = []
     for t in planned:
         trials.append(TrialStatus(
-            trial_id=t.trial_id, method=t.method, sparsity=t.sparsity, seed=t.seed,
+            trial_id=t.trial_id, method=row_label(t.method, t.group), sparsity=t.sparsity, seed=t.seed,
             arch=t.model.arch, fold=t.fold, stage=stage_of(t), resources=dict(preset_resources),
             max_steps=t.train.max_steps, rounds=len(t.levels)))
     known = {t.trial_id for t in trials}
@@ -116,7 +116,8 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
         if trial_id not in known and isinstance(record, dict):
             sparsity = record.get("sparsity")
             trials.append(TrialStatus(
-                trial_id=trial_id, method=str(record.get("method") or "?"),
+                trial_id=trial_id, method=row_label(str(record.get("method") or "?"),
+                                                    str(record.get("group") or "")),
                 sparsity=float(sparsity) if _int(sparsity, None) is not None else None,
                 seed=_int(record.get("seed")), arch=str(record.get("model") or ""),
                 fold=_int(record.get("fold"), None), stage=0, resources=dict(preset_resources)))

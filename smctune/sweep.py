@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from . import cells, registry
-from .config import Resources, SearchSpace, SweepSpec, TrialSpec
+from .config import Resources, SearchSpace, SweepSpec, TrialSpec, resolve_epochs
 from .dense_cache import DenseCache
 from .errors import UserError
 from .masks import MASKS_DIRNAME
@@ -71,25 +71,29 @@ def lth_levels(grid: Iterable[float], rate: float) -> tuple[float, ...]:
 
 
 def plan_trials(sweep: SweepSpec, space: SearchSpace) -> list[TrialSpec]:
-    """Every trial of the sweep: architectures x seeds x folds x methods x levels (dense first)."""
+    """Every trial of the sweep: architectures x seeds x folds x methods x (``--prune-only`` groups)
+    x levels, dense first. ``train.epochs`` becomes ``max_steps`` over the recorded training size."""
     cache_root = str(Path(sweep.run_dir).parent / "dense_cache")
     masks_dir = str(Path(sweep.run_dir) / MASKS_DIRNAME)
     methods = ("dense",) + tuple(m for m in sweep.methods if m != "dense")
     trials = []
     for arch in sweep.models or ("",):
-        preset = space.resolve(sweep.preset, arch)
+        preset = space.resolve(sweep.preset, arch, sweep.faithful)
+        train = resolve_epochs(preset.train, sweep.train_examples)
         for seed in sweep.seeds:
             for fold in sweep.folds or (None,):
                 for name in methods:
                     spec = registry.method_spec(name)
-                    tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful))
+                    tunables = space.tunables(name, sweep.preset, spec.defaults(sweep.faithful),
+                                              sweep.faithful)
                     _check_tunables(spec, tunables, space.source)
-                    prunable = space.prunable_rules(sweep.keep_dense, name, sweep.faithful)
-                    common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
-                                  model=preset.model, train=preset.train, tunables=tunables,
-                                  prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,
-                                  fold=fold, stop=preset.stop, masks_dir=masks_dir)
-                    trials.extend(_method_trials(spec, tunables, sweep.sparsities, common))
+                    for group in (sweep.prune_only or ("",)) if name != "dense" else ("",):
+                        prunable = space.prunable_rules(sweep.keep_dense, name, sweep.faithful, only=group)
+                        common = dict(task=sweep.task, method=name, seed=seed, preset=sweep.preset,
+                                      model=preset.model, train=train, tunables=tunables,
+                                      prunable=prunable, data_dir=sweep.data_dir, cache_root=cache_root,
+                                      fold=fold, stop=preset.stop, masks_dir=masks_dir, group=group)
+                        trials.extend(_method_trials(spec, tunables, sweep.sparsities, common))
     return trials
 
 

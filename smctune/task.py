@@ -22,6 +22,7 @@ class DataReport:
     source: str          # "bundled sample" or the data directory
     splits: dict         # split name -> number of examples
     files: dict          # split name -> file path
+    notes: tuple = ()    # facts about the data a user should see (labels remapped, rows left out, ...)
 
 
 class Task(Protocol):
@@ -48,6 +49,10 @@ class Task(Protocol):
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
               data_dir: Optional[str], device: str, fold: Optional[int] = None) -> "TaskRuntime":
         """Tokenizer, tensors and model factory for one trial (inside the Ray worker)."""
+
+    # Optional: ``data_notes(preset, data_dir, fold, model, train) -> tuple[str, ...]``: what the
+    # data looks like under these settings (the protein family: how many sequences are cropped to the
+    # model's length), printed by ``plan`` and ``sweep`` before any trial starts.
 
 
 class TaskRuntime(Protocol):

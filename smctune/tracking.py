@@ -111,6 +111,8 @@ class MLflowTracker:
             tags["model"] = spec.model.arch
         if spec.fold is not None:
             tags["fold"] = str(spec.fold)
+        if spec.group:
+            tags["group"] = spec.group
         tags[PARENT_TAG] = self.parent_id
         run = self.client.create_run(self.experiment_id, run_name=spec.trial_id, tags=tags)
         run_id = run.info.run_id

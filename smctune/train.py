@@ -27,6 +27,7 @@ from . import optim, registry
 from .collapse import LOSS_NOT_FINITE, at_chance_reason, empty_layer_reason
 from .config import TrialSpec
 from .dense_cache import DenseCache
+from .estimate import fine_tune_steps
 from .masks import save_mask
 from .pruning import GMPSchedule, Mask, SparseTraining, compute_mask, imp_sparsity, prune
 
@@ -69,6 +70,7 @@ class LevelState:
     step: int = 0
     best: float = float("-inf")
     history: list = field(default_factory=list)
+    max_steps: Optional[int] = None   # this level's budget when it is not train.max_steps (IMP rounds)
 
 
 class Trial:
@@ -167,7 +169,9 @@ class Trial:
         + the seed's head init) and fine-tunes again with a fresh optimizer and LR schedule. Without
         ``rewind`` (iterative oBERT) the pruned model, with the criterion's weight update, is
         fine-tuned on from where it is, the LR schedule restarted."""
-        rate, rewind = float(self.spec.tunables["rate"]), bool(self.spec.tunables["rewind"])
+        t = self.spec.tunables
+        rate, rewind = float(t["rate"]), bool(t["rewind"])
+        budget = fine_tune_steps(self.spec)   # round_fraction of max_steps
         if restored:
             mask, level = restored["mask"], restored["level"]
             first_round = level.round
@@ -180,14 +184,30 @@ class Trial:
                 mask = self._prune(target, current=mask, zero=not rewind)
                 if rewind:
                     self.model.load_state_dict(self.rewind_state)
-                    mask.apply(self.model)
-                level = LevelState(round=k, target=round(target, 6))
+                if t.get("reinit_head"):
+                    self._reinit_head(k)
+                mask.apply(self.model)
+                level = LevelState(round=k, target=round(target, 6),
+                                   max_steps=None if budget == self.spec.train.max_steps else budget)
                 restored = None
             if not self._fine_tune(mask, level, restored):
                 return  # diverged: later rounds would prune NaN weights
             restored, level = None, None
 
     # ------------------------------------------------------------------ pieces
+    def _reinit_head(self, round_: int) -> None:
+        """A fresh draw of every module outside the pretrained backbone (SMC-Bench's protein IMP builds
+        a new head each round), seeded by the trial's seed and the round so a retry draws the same."""
+        prefix = getattr(self.runtime, "backbone_prefix", "")
+        if not prefix:
+            raise RuntimeError(f"reinit_head: task {self.spec.task} has no backbone to tell the head from")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.spec.seed * 1009 + round_)
+            for name, module in self.model.named_modules():
+                owns = any(True for _ in module.parameters(recurse=False))
+                if name and owns and not f"{name}.".startswith(prefix) and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+
     def _load_start_weights(self) -> None:
         if self.method.start != "dense":
             return
@@ -202,6 +222,7 @@ class Trial:
     def _prune(self, sparsity: float, current: Optional[Mask], zero: bool = True) -> Mask:
         rules = self.spec.prunable or {}
         t = self.spec.tunables
+        criterion = t.get("score") or self.method.criterion   # snip's score: |g*w| or SMC-Bench's |g|
         kwargs = dict(scope=self.method.scope, include=rules.get("include") or None,
                       exclude=rules.get("exclude") or None, current=current, seed=self.spec.seed,
                       pattern=t.get("pattern"), options={k: t[k] for k in self.method.options})
@@ -211,14 +232,14 @@ class Trial:
             kwargs.update(batches=[next(stream) for _ in range(int(t["calibration_batches"]))],
                           loss_fn=self.runtime.loss)
         if zero:
-            return prune(self.model, self.method.criterion, sparsity, **kwargs)
-        return compute_mask(self.model, self.method.criterion, sparsity, **kwargs)
+            return prune(self.model, criterion, sparsity, **kwargs)
+        return compute_mask(self.model, criterion, sparsity, **kwargs)
 
     def _fine_tune(self, mask: Optional[Mask], level: LevelState, restored: Optional[dict],
                    gmp: Optional[GMPSchedule] = None, rigl: Optional[dict] = None) -> bool:
-        """Train ``level`` to ``max_steps``; False when the trial collapsed (loss not finite, or a rule
+        """Train ``level`` to its budget; False when the trial collapsed (loss not finite, or a rule
         of ``spec.stop``) and must not go on."""
-        train = self.spec.train
+        train = self._level_train(level)
         self.model.train()
         optimizer, scheduler = optim.build(self.model, train,
                                            getattr(self.runtime, "backbone_prefix", ""))
@@ -269,7 +290,7 @@ class Trial:
                      gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None,
                      diverged: bool = False) -> Optional[str]:
         """Evaluate, record and report one evaluation; returns why the trial collapsed, if it did."""
-        train = self.spec.train
+        train = self._level_train(level)
         scores = {self.metric: float("nan"), "loss": float("nan")} if diverged \
             else self.runtime.evaluate(self.model)
         at_target = gmp is None or level.step >= gmp.end_step
@@ -321,11 +342,18 @@ class Trial:
         reason = empty_layer_reason(stop, layerwise)
         if reason is None and at_target:  # GMP: judge the network only once it reached its sparsity
             reason = at_chance_reason(stop, level.history, self.metric, self.task.chance,
-                                      self.spec.train.max_steps)
+                                      self._level_train(level).max_steps)
         return reason
 
+    def _level_train(self, level: LevelState):
+        """The training settings of one level: ``train`` with the level's own budget, so the LR
+        schedule, evaluations and the end of the level all follow it."""
+        if level.max_steps is None or level.max_steps == self.spec.train.max_steps:
+            return self.spec.train
+        return dataclasses.replace(self.spec.train, max_steps=level.max_steps)
+
     def _global_step(self, level: LevelState) -> int:
-        return ((level.round or 1) - 1) * self.spec.train.max_steps + level.step
+        return ((level.round or 1) - 1) * self._level_train(level).max_steps + level.step
 
     def _report_cached_dense(self) -> None:
         meta = self.cache.meta(self.dense_key)

@@ -20,14 +20,14 @@ from collections import defaultdict
 from typing import Mapping, Optional
 
 from .config import TrialSpec
-from .estimate import fine_tunes
+from .estimate import fine_tune_steps, fine_tunes
 
 
 def planned_work(trial: Mapping) -> float:
     """Fine-tunes x steps of a ``TrialSpec`` dict: what its length is proportional to, before any
     trial of its method has run."""
     spec = TrialSpec.from_dict(trial)
-    return float(fine_tunes(spec) * max(1, spec.train.max_steps))
+    return float(fine_tunes(spec) * fine_tune_steps(spec))
 
 
 class TrialLengths:

@@ -147,7 +147,18 @@ def imp_tunables(rewind: bool) -> dict[str, Tunable]:
                         low=0.0, high=0.99, low_open=True),
         "rewind": Tunable(rewind, "bool", "rewind survivors to the pre-fine-tuning weights each round "
                                           "(false: continue from the trained weights, LR restarted)"),
+        "round_fraction": Tunable(1.0, "float", "each round fine-tunes this fraction of train.max_steps "
+                                                "(SMC-Bench's protein IMP: 3 of 4 epochs)",
+                                  low=0.0, high=1.0, low_open=True),
+        "reinit_head": Tunable(False, "bool", "draw a fresh head (everything outside the pretrained "
+                                              "backbone) before each round (SMC-Bench's protein IMP)"),
     }
+
+
+def snip_tunables() -> dict[str, Tunable]:
+    return {"score": Tunable("snip", "choice",
+                             "snip: |sum g*w| over the calibration batches (the paper); gradient: "
+                             "|sum g| (SMC-Bench's protein scripts)", choices=("snip", "gradient"))}
 
 
 def enforcement_tunables() -> dict[str, Tunable]:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from smctune.config import TrainSettings
+from smctune.trainables.classification import autocast_dtype, evaluate_classifier, logits_in
 
 from .features import Encoded
 from .modeling import MultipleChoiceModel
@@ -35,7 +36,7 @@ class MultipleChoiceRuntime:
         self.settings = train
         self.device = device
         self.pooling = pooling
-        self.autocast_dtype = _autocast_dtype(device)
+        self.autocast_dtype = autocast_dtype(device)
 
     def new_model(self) -> MultipleChoiceModel:
         """Copy of the cached starting encoder plus a head drawn from the global torch RNG."""
@@ -54,11 +55,8 @@ class MultipleChoiceRuntime:
             epoch += 1
 
     def _logits(self, model: Any, batch: dict) -> torch.Tensor:
-        if self.autocast_dtype is None:
-            return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
-            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return logits.float()
+        return logits_in(self.autocast_dtype, lambda: model(batch["input_ids"], batch["attention_mask"],
+                                                             batch.get("token_type_ids")))
 
     def loss(self, model: Any, batch: dict) -> torch.Tensor:
         """Softmax cross-entropy over the choice scores (fairseq's ``sentence_ranking``)."""
@@ -66,24 +64,6 @@ class MultipleChoiceRuntime:
 
     def evaluate(self, model: Any) -> dict:
         """Accuracy and mean loss on the dev split; the model's train/eval mode is restored."""
-        was_training = model.training
-        model.eval()
-        correct, loss_sum = 0, 0.0
         size, total = self.settings.eval_batch_size, len(self.dev_set)
-        try:
-            with torch.no_grad():
-                for start in range(0, total, size):
-                    batch = self.dev_set.select(slice(start, start + size), self.device)
-                    logits = self._logits(model, batch)
-                    loss_sum += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
-                    correct += int((logits.argmax(-1) == batch["labels"]).sum())
-        finally:
-            model.train(was_training)
-        return {"accuracy": correct / total, "loss": loss_sum / total}
-
-
-def _autocast_dtype(device: str):
-    """bfloat16 on CUDA devices that support it, else None (full precision)."""
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        batches = (self.dev_set.select(slice(start, start + size), self.device) for start in range(0, total, size))
+        return evaluate_classifier(model, batches, self._logits, total)

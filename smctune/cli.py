@@ -111,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     layers = _run_command(commands, "layers",
                           "per-layer sparsity of finished trials, fully pruned layers flagged",
                           "smctune layers mawps-20261125-101500 --method omp_before",
-                          "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36")
+                          "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36",
+                          "smctune layers thermo-hotcold-20261202-101500 --by-group")
     layers.add_argument("--method", help="only this method's trials")
     layers.add_argument("--sparsity", type=float, help="only levels at this sparsity")
+    layers.add_argument("--by-group", action="store_true",
+                        help="one row per trial level with the sparsity of each prunable group of the "
+                             "search space (e.g. q, k, v, o, ffn), weighted by layer size")
 
     _run_command(commands, "status",
                  "per cell: finished, running, pending (and for what), failed, collapsed; no Ray needed",
@@ -902,6 +906,15 @@ def cmd_layers(args) -> int:
     if args.method and args.method not in {t.method for t in run.trials}:
         raise UserError(f"--method: no trial of '{args.method}' in this run "
                         f"(valid: {', '.join(sorted({t.method for t in run.trials})) or 'none'})")
+    if args.by_group:
+        from .config import sweep_search_space
+        from .report import format_layer_groups
+
+        groups = sweep_search_space(run.spec).keep_dense_groups()
+        if not groups:
+            raise UserError(f"--by-group: task {run.spec.task} defines no prunable groups")
+        print(format_layer_groups(run, groups, method=args.method, sparsity=args.sparsity))
+        return 0
     print(format_layers(run, method=args.method, sparsity=args.sparsity))
     return 0
 

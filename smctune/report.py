@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,36 @@ def format_layers(run, method: Optional[str] = None, sparsity: Optional[float] =
                     for name, value in layers.items()]
             blocks.append("\n".join([head] + rows))
     return "\n\n".join(blocks) or "no finished pruned level with per-layer sparsity matches"
+
+
+def format_layer_groups(run, groups: dict, method: Optional[str] = None,
+                        sparsity: Optional[float] = None) -> str:
+    """Sparsity of each prunable group (the search space's ``prunable.groups``: q, k, v, o, ffn ...)
+    of every finished level, weighted by layer size: where a method put its pruning, one row per
+    trial level; ``-`` for a group none of whose layers the mask covers."""
+    compiled = {name: [re.compile(pattern) for pattern in patterns] for name, patterns in groups.items()}
+    header = ["trial", "level"] + list(compiled)
+    rows = []
+    for trial in run.trials:
+        if method and trial.method != method:
+            continue
+        for level in trial.levels:
+            layers, sizes = level.get("layers") or {}, level.get("layer_sizes") or {}
+            if not layers or (sparsity is not None and abs(float(level["sparsity"]) - sparsity) > 1e-4):
+                continue
+            cells = []
+            for patterns in compiled.values():
+                members = [name for name in layers if any(p.search(name) for p in patterns)]
+                total = sum(sizes.get(name, 0) for name in members)
+                pruned = sum(sizes.get(name, 0) * float(layers[name]) for name in members)
+                cells.append(f"{100 * pruned / total:.2f}%" if total else "-")
+            rows.append([trial.trial_id, f"{float(level['sparsity']):.3f}"] + cells)
+    if not rows:
+        return "no finished pruned level with per-layer sparsity matches"
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+                      for row in [header] + rows)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def write_records(run_dir: Path, values: dict, prune_only=GROUPS) -> Path:
                                        "accuracy": value, "best": value, "loss": 1.0, "train_loss": 1.0,
                                        "sparsity": level, "sparsity_all": level / 10, "round": None,
                                        "level": level, "level_done": True, "diverged": False,
-                                       "layerwise": [["backbone.layers.0.self_attn.q_proj.weight", 100, 95]]})
+                                       "layerwise": [["backbone.layers.0.self_attn.q_proj.weight", 100, 95],
+                                                     ["backbone.layers.0.fc1.weight", 300, 300]]})
         keeper.finished(trial.trial_id, "ok", None)
     return run_dir
 
@@ -165,3 +166,15 @@ def test_cli_plan_lists_group_trials(tmp_path):
     for group in GROUPS:
         assert f"omp_after[{group}]" in result.stdout
     assert "6 trials" in result.stdout
+
+
+def test_layers_by_group(tmp_path):
+    """Per-group sparsity weighted by layer size: q lost 5 of its 100 weights, ffn none of 300."""
+    run_dir = write_records(tmp_path / "run", {"q": 0.9, "k": 0.9}, prune_only=("q", "k"))
+    result = subprocess.run([SMCTUNE, "layers", str(run_dir), "--by-group", "--method", "omp_after[q]"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert header.split() == ["trial", "level", "q", "k", "v", "o", "ffn", "embeddings", "head"]
+    assert row.split() == ["esm1b-omp_after-s0.0500-seed0-gq", "0.050", "5.00%", "-", "-", "-", "0.00%",
+                           "-", "-"]

@@ -142,6 +142,8 @@ def test_cli_sweep_thermo_every_paper_method(tmp_path):
     assert len(records) == 1 + 2 * len(one_level) + 1   # dense, the one-level methods x 2, one LTH ladder
     assert {r["status"] for r in records} == {"ok"}
     assert "thermo · model esm1b" in result.stdout and "fails at" in result.stdout
+    dense = next(r for r in records if r["method"] == "dense")
+    assert 0.25 <= dense["levels"][0]["best"] < 0.9   # four balanced classes: no single-class subset
 
 
 def test_cli_module_sensitivity_prints_one_row_per_group(tmp_path):

@@ -363,11 +363,15 @@ def _read_records(file) -> list[tuple[str, str]]:
 
 
 def _class_rows(per_file: dict, found: dict) -> list:
-    """Rows in class order (then file name); a protein is named ``<file stem>/<header>`` because
-    headers restart in every file (ThermoProt's ``Sequence 1``...)."""
+    """Rows taken from the class files in turn (files in class order, then by name), so any prefix of
+    a split holds every file alike: ``train.train_limit`` and ``eval_limit`` cut a prefix, and one
+    class file after another would leave the smoke preset's 160 proteins a single class. A protein is
+    named ``<file stem>/<header>`` because headers restart in every file (ThermoProt's ``Sequence 1``)."""
+    stems = sorted(per_file, key=lambda stem: (found[stem][0], stem))
+    longest = max((len(per_file[stem]) for stem in stems), default=0)
     return [_Row(f"{stem}/{header}", sequence, found[stem][0], str(found[stem][1]))
-            for stem in sorted(per_file, key=lambda stem: (found[stem][0], stem))
-            for header, sequence in per_file[stem]]
+            for position in range(longest) for stem in stems if position < len(per_file[stem])
+            for header, sequence in (per_file[stem][position],)]
 
 
 def _class_fasta(classes: ClassScheme, directory, source: str) -> ProteinData:

@@ -828,8 +828,9 @@ def _record_spec(run_dir: Path, spec) -> None:
     path = run_dir / "sweep.json"
     if path.is_file():
         previous = SweepSpec.from_json(path.read_text())
+        # train_examples: measured on the data each time (sweeps recorded before it existed have none)
         volatile = {"verbosity", "max_concurrent", "max_failures", "preset_reason", "trials_per_cell", "asha",
-                    "search"}
+                    "search", "train_examples"}
         differs = [f for f in spec.__dataclass_fields__ if f not in volatile
                    and getattr(previous, f) != getattr(spec, f)]
         if differs:

@@ -248,3 +248,21 @@ def test_protein_prunable_rule_is_attention_and_ffn_only():
     assert set(space.keep_dense_groups()) == {"q", "k", "v", "o", "ffn", "embeddings", "head"}
     assert rules["include"] and not rules["exclude"]
     assert space.smcbench["train"] == {"freeze": ["head"]}
+
+
+def test_a_sweep_recorded_before_train_examples_can_continue(tmp_path):
+    """sweep.json files written before train_examples and prune_only existed still read, and the
+    same sweep continues under the name (the data check now fills train_examples in)."""
+    import json
+
+    from smctune.cli import _record_spec
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = json.loads(sweep(tmp_path, train_examples=None).to_json())
+    del old["train_examples"], old["prune_only"]
+    (run_dir / "sweep.json").write_text(json.dumps(old))
+    assert SweepSpec.from_json((run_dir / "sweep.json").read_text()).prune_only == ()
+    _record_spec(run_dir, sweep(tmp_path, train_examples=16))
+    with pytest.raises(UserError, match="different seeds"):
+        _record_spec(run_dir, dataclasses.replace(sweep(tmp_path), seeds=(0, 1)))

@@ -15,6 +15,7 @@ from typing import Optional
 
 from .errors import UserError
 from .tunables import FAITHFUL
+from .units import shown
 
 DEFAULT_STORAGE = "smctune_runs"
 
@@ -215,7 +216,7 @@ def cmd_ls(args) -> int:
     from . import registry
 
     if args.what == "tasks":
-        rows = [(e.name, e.family, f"{e.chance:.0%}", e.paper_model, e.description)
+        rows = [(e.name, e.family, shown(e.metric, e.chance, digits=0), e.paper_model, e.description)
                 for e in registry.TASKS.values()]
         _print_rows(("task", "family", "chance", "paper model", "description"), rows)
     elif args.what == "methods":

@@ -10,6 +10,7 @@ import time
 from typing import Optional, TextIO
 
 from .config import TrialSpec, row_label
+from .units import shown
 
 
 def describe(spec: TrialSpec) -> str:
@@ -57,11 +58,11 @@ class ProgressPrinter:
         name = metrics.get("metric_name", "accuracy")
         round_text = f" round {metrics['round']}" if metrics.get("round") is not None else ""
         self._line(f"{self._count()} eval    {describe(spec)}{round_text} step {metrics.get('step')}: "
-                   f"{name} {100 * metrics.get(name, float('nan')):.1f}% loss {metrics.get('loss', float('nan')):.3f} "
+                   f"{name} {shown(name, metrics.get(name, float('nan')))} loss {metrics.get('loss', float('nan')):.3f} "
                    f"sparsity {metrics.get('sparsity', 0):.3f}", level=2)
         if metrics.get("level_done") and metrics.get("round") is not None:
             self._line(f"{self._count()} level   {describe(spec)} round {metrics['round']} "
-                       f"(s={metrics.get('sparsity', 0):.3f}): {name} {100 * metrics.get(name, 0):.1f}%")
+                       f"(s={metrics.get('sparsity', 0):.3f}): {name} {shown(name, metrics.get(name, 0))}")
 
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
         spec = self.specs.pop(trial_id, None)
@@ -75,7 +76,7 @@ class ProgressPrinter:
             cached = " (cached)" if last.get("cached") else ""
             diverged = f" COLLAPSED ({last['collapsed']})" if last.get("collapsed") else ""
             self._line(f"{self._count()} done    {describe(spec)}: {name} "
-                       f"{100 * last.get(name, float('nan')):.1f}% (best {100 * last.get('best', float('nan')):.1f}%), "
+                       f"{shown(name, last.get(name, float('nan')))} (best {shown(name, last.get('best', float('nan')))}), "
                        f"sparsity {last.get('sparsity', 0):.3f}, {seconds:.1f}s{cached}{diverged}")
         else:
             self._line(f"{self._count()} {status.upper():<7} {describe(spec)}: {error or 'no error text'}",

@@ -99,6 +99,7 @@ class RecordKeeper:
                 "diverged": bool(metrics.get("diverged")),
                 "collapsed": metrics.get("collapsed") or None,
                 **layer_summary(metrics.get("layerwise")),
+                **({"details": metrics["details"]} if metrics.get("details") else {}),
             })
 
     def recovered(self, trial_id: str, error: str) -> None:

@@ -63,6 +63,7 @@ class PresetEntry:
 
 
 _PROTEIN = "smctune.trainables.protein.family"
+_TRANSLATION = "smctune.trainables.translation.family"
 
 TASKS: dict[str, TaskEntry] = {
     entry.name: entry
@@ -97,6 +98,15 @@ TASKS: dict[str, TaskEntry] = {
                   f"{_PROTEIN}:ThermoTask", "esm1b, tape"),
         TaskEntry("thermo-hotcold", "protein", "ThermoProt (bundled): hot (thermo- and hyperthermophilic) "
                   "vs cold proteins", 0.5, "accuracy", f"{_PROTEIN}:ThermoHotColdTask", "esm1b, tape"),
+        TaskEntry("mt-2to2", "translation", "Multilingual translation: mBART fine-tuned on fr, cs <-> en "
+                  "(+ pivot pairs), BLEU over the 20 directions of 10 languages <-> en", 0.0, "bleu",
+                  f"{_TRANSLATION}:TwoToTwoTask", "mbart"),
+        TaskEntry("mt-5to5", "translation", "Multilingual translation: mBART fine-tuned on fr, cs, de, gu, ja "
+                  "<-> en (+ pivot pairs), BLEU over the 20 directions", 0.0, "bleu",
+                  f"{_TRANSLATION}:FiveToFiveTask", "mbart"),
+        TaskEntry("mt-10to10", "translation", "Multilingual translation: mBART fine-tuned on all 10 languages "
+                  "<-> en (+ pivot pairs), BLEU over the 20 directions", 0.0, "bleu",
+                  f"{_TRANSLATION}:TenToTenTask", "mbart"),
     )
 }
 

@@ -18,8 +18,10 @@ from typing import Optional, Union
 
 from .analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, FailResult, Summary, load_run,
                        summarize_all)
+from . import units
 from .criterion import Criterion
 from .errors import UserError
+from .units import shown
 from .figures import LINESTYLES, MARKERS, save_figure
 
 SCHEMA_VERSION = 2
@@ -166,7 +168,7 @@ def footer(summary: Summary) -> str:
         dense = f"dense {_stat_text(summary.dense)} ({seeds})"
     if summary.folds:
         dense += f", mean of {len(summary.folds)} fold" + ("s" if len(summary.folds) != 1 else "")
-    chance = f"{100 * summary.chance:.1f}%" if summary.chance is not None else "unknown"
+    chance = shown(summary.metric_name, summary.chance) if summary.chance is not None else "unknown"
     trials = f"{summary.trials_ok} ok, {summary.trials_failed} failed"
     if summary.trials_killed:
         trials += f", {summary.trials_killed} killed"
@@ -202,7 +204,7 @@ def format_table(summary: Summary) -> str:
 
     model = f" · model {summary.model}" if summary.model else ""
     title = (f"{summary.task}{model} · preset {summary.preset} · run {summary.name} · "
-             f"{summary.metric_name} (%) by sparsity")
+             f"{units.label(summary.metric_name)} by sparsity")
     out = [title]
     if summary.groups:
         out.append(f"module sensitivity: each method[group] row prunes only that group "
@@ -228,7 +230,8 @@ def format_table(summary: Summary) -> str:
                    "several evaluations, loss not finite, or an empty layer): its value is where it stopped")
     out += collapse_lines(summary)
     if dense_at_chance(summary):
-        out.append(f"! dense is at chance level ({100 * dense_mean:.1f}% vs {100 * summary.chance:.1f}%): "
+        out.append(f"! dense is at chance level ({shown(summary.metric_name, dense_mean)} vs "
+                   f"{shown(summary.metric_name, summary.chance)}): "
                    "the ✓/✗ marks are noise; a smoke run checks the pipeline, use --preset small or "
                    "paper for a real answer")
     return "\n".join(out)
@@ -486,7 +489,7 @@ def plot_curves(summary: Summary, path: Union[str, Path], paper=None) -> Path:
             pad = max(0.02, 0.04 * (grid[-1] - grid[0]))
             ax.set_xlim(grid[0] - pad, grid[-1] + pad)
         ax.set_xlabel("sparsity (fraction of pruned weights)")
-        ax.set_ylabel(f"{summary.metric_name} (%), {summary.metric_label}")
+        ax.set_ylabel(f"{units.label(summary.metric_name)}, {summary.metric_label}")
         model = f" · {summary.model}" if summary.model else ""
         ax.set_title(f"{summary.task}{model} · preset {summary.preset}  ({summary.name})")
         ax.grid(True, color="0.9", linewidth=0.8, zorder=0)

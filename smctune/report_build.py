@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import report_doc as doc
+from . import units
 from .analysis import FAILS_AT, NEVER, RESULT_STATUSES, RunResults, Summary
 
 
@@ -75,7 +76,7 @@ def draw_summary(summary: Summary, paper, out: Path, suffix: str, batch) -> tupl
         path = out / f"heatmap{suffix}.png"
         heatmap = batch.add(path, figures.plot_heatmap, names, summary.grid, values, failing, path,
                             f"{summary.task}{_model(summary)}: {summary.metric_name} by method and sparsity",
-                            f"{summary.metric_name} (%)")
+                            units.label(summary.metric_name))
     return curves, heatmap
 
 

@@ -9,6 +9,7 @@ This module is torch-free so the CLI can import it; the runtime side uses torch 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol
 
 from .config import ModelSettings, TrainSettings
@@ -69,9 +70,12 @@ class TaskRuntime(Protocol):
     def loss(self, model: Any, batch: Any) -> Any:
         """Scalar training loss (a torch tensor) for one batch."""
 
-    def evaluate(self, model: Any) -> dict:
+    def evaluate(self, model: Any, final: bool = False) -> dict:
         """Metrics on the evaluation split: at least ``{<metric>: float, "loss": float}``; the metric
-        is a fraction in [0, 1]."""
+        is a fraction in [0, 1]. Other float entries (translation: BLEU and chrF per direction) are
+        details, recorded with the level and logged to MLflow. ``final`` marks the last evaluation of a
+        level: a family whose evaluation is expensive (beam search over 20 translation directions)
+        may evaluate a capped subset before it and the whole split then."""
 
 
 def limited(items: list, limit: Optional[int], field: str) -> list:
@@ -82,3 +86,29 @@ def limited(items: list, limit: Optional[int], field: str) -> list:
     if limit < 1:
         raise UserError(f"{field} must be at least 1, got {limit}")
     return items[:limit]
+
+
+def no_folds(label: str, fold: Optional[int]) -> None:
+    """Refuse a fold for a task evaluated on one split (the driver only asks for folds a task
+    offers; this guards direct callers)."""
+    if fold is not None:
+        raise UserError(f"{label} has no cross-validation folds (got fold {fold})")
+
+
+def resolved_data_dir(data_dir: Optional[str]) -> Optional[str]:
+    """``--data-dir`` as the absolute path families memoize their parsed data under (None: the
+    bundled sample), or a one-line error when it is missing or not a directory."""
+    if data_dir is None:
+        return None
+    directory = Path(data_dir).expanduser()
+    if not directory.exists():
+        raise UserError(f"data directory not found: {data_dir}")
+    if not directory.is_dir():
+        raise UserError(f"data directory is not a directory: {data_dir}")
+    return str(directory.resolve())
+
+
+def task_class(base: type, class_name: str, name: str, module: str) -> type:
+    """A family's task class for the registry's ``module:Class`` reference, when tasks of a family
+    differ only in their ``name``."""
+    return type(class_name, (base,), {"name": name, "__module__": module})

@@ -135,6 +135,7 @@ class MLflowTracker:
         name = metrics.get("metric_name", "accuracy")
         values = {name: metrics.get(name)}
         values.update({key: metrics.get(key) for key in METRIC_KEYS})
+        values.update(metrics.get("details") or {})   # e.g. BLEU and chrF per translation direction
         if metrics.get("round") is not None:
             values["round"] = metrics["round"]
         if metrics.get("level") is not None:  # next to "sparsity", the one reached

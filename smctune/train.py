@@ -291,8 +291,10 @@ class Trial:
                      diverged: bool = False) -> Optional[str]:
         """Evaluate, record and report one evaluation; returns why the trial collapsed, if it did."""
         train = self._level_train(level)
+        ends = diverged or level.step >= train.max_steps
         scores = {self.metric: float("nan"), "loss": float("nan")} if diverged \
-            else self.runtime.evaluate(self.model)
+            else self.runtime.evaluate(self.model, final=ends)
+        details = {key: float(value) for key, value in scores.items() if key not in (self.metric, "loss")}
         at_target = gmp is None or level.step >= gmp.end_step
         if at_target and not diverged:
             if mask is None and scores[self.metric] > level.best:
@@ -307,7 +309,6 @@ class Trial:
                "round": level.round, "level": level.target}
         level.history.append(row)
         # per-layer counts read every mask once: only when a stop rule needs them or the level ends
-        ends = diverged or level.step >= train.max_steps
         layerwise = mask.layerwise() if mask is not None and (ends or self.spec.stop.empty_layers) else []
         collapsed = self._collapse_reason(level, layerwise, diverged, at_target)
         done = ends or bool(collapsed)
@@ -317,6 +318,8 @@ class Trial:
                        level_done=done, diverged=diverged, metric_name=self.metric,
                        dense_key=self.dense_key, global_step=self._global_step(level),
                        resumed_from=self.resumed_from, collapsed=collapsed)
+        if details:
+            metrics["details"] = details
         if done and mask is not None:
             metrics["layerwise_csv"] = mask.layerwise_csv(layerwise)
             metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from smctune.errors import UserError, choices
-from smctune.task import DataReport
+from smctune.task import DataReport, resolved_data_dir
 
 from .expressions import VALUE_TOLERANCE, evaluate_prefix, is_constant, is_well_formed, slot_index
 from .problem import OPERATORS, Problem, is_number_slot
@@ -238,9 +238,7 @@ def _root(dataset: str, data_dir: Optional[str]) -> Path:
     ``data/`` subfolder (so both a SVAMP clone and its ``data/`` folder work)."""
     if data_dir is None:
         return BUNDLED_DIR
-    directory = Path(data_dir).expanduser()
-    if not directory.is_dir():
-        raise UserError(f"data directory not found: {data_dir}")
+    directory = Path(resolved_data_dir(data_dir))
     folder = _layout(dataset).folder
     for candidate in (directory, directory / "data"):
         if (candidate / folder).is_dir():

@@ -178,7 +178,7 @@ class ArithmeticRuntime:
         """Beam-search output tokens for every dev problem."""
         return [tokens for _, predicted, _, _ in self._dev_batches(model) for tokens in predicted]
 
-    def evaluate(self, model: Any) -> dict:
+    def evaluate(self, model: Any, final: bool = False) -> dict:
         """Value accuracy, equation accuracy and teacher-forced loss on the dev split."""
         correct = exact = tokens = 0
         loss_sum = 0.0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from smctune.errors import UserError
-from smctune.task import DataReport
+from smctune.task import DataReport, resolved_data_dir
 
 BUNDLED_SOURCE = "bundled sample"
 SPLITS = ("train", "dev")
@@ -126,12 +126,7 @@ def parse_jsonl_file(path: Path, parse_record: Callable[[Any, str], Question]) -
 # directories and the bundled samples
 
 def data_directory(data_dir: str) -> Path:
-    directory = Path(data_dir).expanduser()
-    if not directory.exists():
-        raise UserError(f"data directory not found: {data_dir}")
-    if not directory.is_dir():
-        raise UserError(f"data directory is not a directory: {data_dir}")
-    return directory
+    return Path(resolved_data_dir(data_dir))
 
 
 def find_file(directory: Path, names: Iterable[str]) -> Path:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from smctune.config import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import DataReport, limited
+from smctune.task import DataReport, limited, no_folds
 
 from . import data
 from .data import Question, TaskData
@@ -87,7 +87,7 @@ class MultipleChoiceTask:
 
     def validate_data(self, preset: str, data_dir: Optional[str], fold: Optional[int] = None) -> DataReport:
         """Parse every record of the split files (the hub dataset is only checked when a trial loads it)."""
-        _no_fold(self.label, fold)
+        no_folds(self.label, fold)
         if data.uses_hub(preset, data_dir):
             return self.hub_report()
         return self.load_local(data_dir).report()
@@ -103,7 +103,7 @@ class MultipleChoiceTask:
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
               data_dir: Optional[str], device: str, fold: Optional[int] = None):
         """Load the data and backbone, tokenize both splits once, return the trial's runtime."""
-        _no_fold(self.label, fold)
+        no_folds(self.label, fold)
         from smctune.trainables.backbone import load_backbone, pooling
         from .features import encode
         from .runtime import MultipleChoiceRuntime
@@ -125,7 +125,3 @@ class MultipleChoiceTask:
                                      dev_set=encoded(dev_questions), train=train, device=device,
                                      pooling=head_pooling)
 
-
-def _no_fold(label: str, fold: Optional[int]) -> None:
-    if fold is not None:
-        raise UserError(f"{label} has no cross-validation folds (got fold {fold})")

@@ -62,7 +62,7 @@ class MultipleChoiceRuntime:
         """Softmax cross-entropy over the choice scores (fairseq's ``sentence_ranking``)."""
         return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
-    def evaluate(self, model: Any) -> dict:
+    def evaluate(self, model: Any, final: bool = False) -> dict:
         """Accuracy and mean loss on the dev split; the model's train/eval mode is restored."""
         size, total = self.settings.eval_batch_size, len(self.dev_set)
         batches = (self.dev_set.select(slice(start, start + size), self.device) for start in range(0, total, size))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from smctune.errors import UserError, choices
-from smctune.task import DataReport
+from smctune.task import DataReport, resolved_data_dir
 
 from .classes import ClassScheme, scheme
 from .fasta import LEU_OR_ILE, clean_sequence, model_residues, parse_fasta, read_fasta
@@ -102,14 +102,7 @@ def load(task: str, data_dir: Optional[str]) -> ProteinData:
     """The task's train and dev proteins: the bundled sample when ``data_dir`` is None, else the
     directory in whichever layout it holds. Memoized per (task, resolved directory)."""
     scheme(task)
-    if data_dir is None:
-        return _load(task, None)
-    directory = Path(data_dir).expanduser()
-    if not directory.exists():
-        raise UserError(f"data directory not found: {data_dir}")
-    if not directory.is_dir():
-        raise UserError(f"data directory is not a directory: {data_dir}")
-    return _load(task, str(directory.resolve()))
+    return _load(task, resolved_data_dir(data_dir))
 
 
 def clear_cache() -> None:

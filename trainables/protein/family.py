@@ -12,7 +12,7 @@ from typing import Optional
 
 from smctune.config import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import DataReport, limited
+from smctune.task import DataReport, limited, no_folds, task_class
 
 from . import data
 from .classes import SCHEMES
@@ -37,7 +37,7 @@ class ProteinTask:
 
     def validate_data(self, preset: str, data_dir: Optional[str], fold: Optional[int] = None) -> DataReport:
         """Parse every record of both splits (sequences, labels, the split file's FASTA files)."""
-        _no_fold(self.scheme.label, fold)
+        no_folds(self.scheme.label, fold)
         return data.load(self.name, data_dir).report()
 
     def check_settings(self, model: ModelSettings, train: TrainSettings) -> None:
@@ -64,7 +64,7 @@ class ProteinTask:
     def build(self, *, preset: str, model: ModelSettings, train: TrainSettings,
               data_dir: Optional[str], device: str, fold: Optional[int] = None):
         """The splits, the backbone at its starting weights and the runtime of one trial."""
-        _no_fold(self.scheme.label, fold)
+        no_folds(self.scheme.label, fold)
         from .backbones import head_hidden, load_backbone
         from .runtime import ProteinRuntime
 
@@ -79,14 +79,9 @@ class ProteinTask:
                               head_hidden=head_hidden(model), train=train, device=device)
 
 
-def _no_fold(label: str, fold: Optional[int]) -> None:
-    if fold is not None:
-        raise UserError(f"{label} has no cross-validation folds (got fold {fold})")
-
 
 def _task(class_name: str, name: str) -> type:
-    """A task class the registry names as ``module:Class``; only its ``name`` differs."""
-    return type(class_name, (ProteinTask,), {"name": name, "__module__": __name__})
+    return task_class(ProteinTask, class_name, name, __name__)
 
 
 HotProteinSTask = _task("HotProteinSTask", "hp-s")

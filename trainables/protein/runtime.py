@@ -106,7 +106,7 @@ class ProteinRuntime:
         """Cross-entropy over the classes."""
         return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
-    def evaluate(self, model: Any) -> dict:
+    def evaluate(self, model: Any, final: bool = False) -> dict:
         """Accuracy and mean loss over the whole dev split, in batches of ``eval_batch_size`` sequences
         sorted by length (less padding); the model's train/eval mode is restored."""
         order = sorted(range(len(self.dev_tokens)), key=lambda i: len(self.dev_tokens[i]))

@@ -46,7 +46,7 @@ class Decoding:
 
     beam_size: int = 5
     eval_sentences: Optional[int] = None    # per direction, intermediate evaluations; None = all
-    length_ratio: float = 1.5               # new tokens <= ratio * source tokens + LENGTH_SLACK
+    length_ratio: float = 1.5               # new tokens <= ratio * the batch's longest source + slack
     length_slack: int = 10
 
 

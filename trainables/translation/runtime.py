@@ -142,7 +142,9 @@ class TranslationRuntime:
 
     def _translate(self, model: Any, direction: tuple, sources: list) -> list:
         """Beam-search translations of ``sources`` (id tensors) into ``direction``'s target, in input
-        order; each stops at ``</s>`` or at its length limit."""
+        order; each stops at ``</s>`` or at its batch's length limit, which follows the batch's longest
+        source (as fairseq's ``max_len_a * src_len + max_len_b``). Sources are sorted by length first,
+        so a batch's sources are of similar length."""
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         forced = self.vocab.lang_id(language(direction[1]).mbart)
         out: list = [""] * len(sources)

@@ -439,3 +439,41 @@ def test_shared_flores_directory():
         shared = (FLORES / "devtest" / f"{language.flores}.devtest").read_bytes()
         assert shared.startswith((BUNDLED / "devtest" / f"{language.flores}.devtest").read_bytes())
         assert shared.count(b"\n") == 1012
+
+
+def test_paper_preset_reads_opus100_from_the_hub(monkeypatch):
+    """``paper`` without ``--data-dir`` reads OPUS-100's ten English-centric configs through
+    ``datasets`` (faked here with bundled FLORES sentences: no hub offline): configs named with the
+    codes in alphabetical order, train trains, test evaluates, non-English pairs through the pivot."""
+    import datasets
+
+    requested = []
+    bundled = data.load("mt-2to2", None)
+
+    def fake_load_dataset(name, config):
+        requested.append((name, config))
+        code = next(c for c in config.split("-") if c != "en")
+        return {split: [{"translation": {"en": e, code: x}} for x, e in source.pairs((code, "en"))[:30]]
+                for split, source in (("train", bundled.train), ("test", bundled.eval))}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert data.uses_hub("paper", None) and not data.uses_hub("small", None)
+    from smctune.trainables.translation.family import TwoToTwoTask
+
+    report = TwoToTwoTask().validate_data("paper", None)
+    assert report.source == "hub:Helsinki-NLP/opus-100" and not requested
+    corpus = data.load("mt-2to2", None, "paper")
+    assert sorted(config for _, config in requested) == sorted(
+        ["cs-en", "de-en", "en-fr", "en-gu", "en-ja", "en-my", "en-ro", "en-ru", "en-vi", "en-zh"])
+    assert {name for name, _ in requested} == {"Helsinki-NLP/opus-100"}
+    assert corpus.train.route("fr", "cs") == "pivot" and len(corpus.train.pairs(("fr", "cs"))) == 30
+    assert corpus.eval.pairs(("en", "zh"))[0] == bundled.eval.pairs(("en", "zh"))[0]
+    assert corpus.counts["eval"][("de", "en")] == 30
+
+
+def test_an_empty_hub_row_is_one_line(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config: {
+        "train": [{"translation": {"en": "a", config.replace("en", "").strip("-"): ""}}], "test": []})
+    fails(r"row 1: empty or missing", data.load, "mt-2to2", None, "paper")

@@ -41,6 +41,11 @@ from .languages import (BY_FLORES, EVAL_LANGUAGES, LANGUAGES, PIVOT, Direction, 
                         training_languages)
 
 BUNDLED_SOURCE = "bundled sample (FLORES-200 dev / first 200 devtest lines)"
+# The paper's corpus (SMC-Bench §3.4: OPUS): OPUS-100 on the hub, one English-centric config per
+# language ("en-fr", "cs-en": the two codes in alphabetical order), rows {"translation": {code: text}}.
+HUB_CORPUS = "Helsinki-NLP/opus-100"
+HUB_SPLITS = {"train": "train", "eval": "test"}
+HUB_KEY = f"hub:{HUB_CORPUS}"     # the memo key of the hub corpus (never a resolved directory path)
 BUNDLED_FOLDER = "flores200"
 SPLITS = ("train", "eval")
 LAYOUTS = {
@@ -186,11 +191,28 @@ class Corpus:
 # --------------------------------------------------------------------------------------------------
 # loading and memoizing
 
-def load(task: str, data_dir: Optional[str]) -> Corpus:
-    """The task's training and evaluation data: the bundled sample when ``data_dir`` is None, else the
-    directory in whichever layout it holds. Memoized per (task, resolved directory)."""
+def load(task: str, data_dir: Optional[str], preset: str = "") -> Corpus:
+    """The task's training and evaluation data: the directory in whichever layout it holds; without one,
+    the bundled sample, or for the ``paper`` preset the paper's corpus (OPUS-100) from the hub.
+    Memoized per (task, resolved directory)."""
     subgroup(task)
+    if uses_hub(preset, data_dir):
+        return _load(task, HUB_KEY)
     return _load(task, resolved_data_dir(data_dir))
+
+
+def uses_hub(preset: str, data_dir: Optional[str]) -> bool:
+    """Only the ``paper`` preset without a data directory reads the hub corpus."""
+    return preset == "paper" and data_dir is None
+
+
+def hub_report(task: str) -> DataReport:
+    """What the driver can say about the hub corpus without downloading it (the trial downloads it)."""
+    configs = ", ".join(hub_config(code) for code in EVAL_LANGUAGES)   # every task is scored on all ten
+    return DataReport(source=f"hub:{HUB_CORPUS}", splits={},
+                      files={name: f"hub:{HUB_CORPUS}[{configs}] {split}" for name, split in HUB_SPLITS.items()},
+                      notes=(f"{HUB_CORPUS} is English-centric: non-English directions are built through the "
+                             "English pivot and may hold few pairs (counted when a trial loads it)",))
 
 
 def clear_cache() -> None:
@@ -234,6 +256,8 @@ def _load(task: str, directory: Optional[str]) -> Corpus:
 def _read(directory: Optional[str]) -> _Parsed:
     if directory is None:
         return _bundled()
+    if directory == HUB_KEY:
+        return _hub()
     root = Path(directory)
     layout = _detect(root)
     return LAYOUT_READERS[layout](root, directory)
@@ -400,6 +424,40 @@ def _bundled() -> _Parsed:
         raise UserError("the bundled FLORES-200 sample is missing (no data/flores200/dev/ in "
                         f"{__package__}): the installation is incomplete")
     return _flores(root, BUNDLED_SOURCE)
+
+
+# --------------------------------------------------------------------------------------------------
+# the hub corpus (paper preset)
+
+def hub_config(code: str) -> str:
+    return "-".join(sorted((PIVOT, code)))
+
+
+def _hub() -> _Parsed:
+    """OPUS-100's English-centric pairs of the ten languages as one two-column table per language and
+    split; ``datasets`` is imported here because only the ``paper`` preset needs it (network)."""
+    from datasets import load_dataset
+
+    splits: dict = {name: [] for name in HUB_SPLITS}
+    for code in EVAL_LANGUAGES:
+        config = hub_config(code)
+        dataset = load_dataset(HUB_CORPUS, config)
+        for name, hub_split in HUB_SPLITS.items():
+            where = f"hub:{HUB_CORPUS}[{config}] {hub_split}"
+            english, other = [], []
+            for number, row in enumerate(dataset[hub_split], start=1):
+                pair = row.get("translation") or {}
+                sides = [str(pair.get(c) or "").strip() for c in (PIVOT, code)]
+                if not all(sides):
+                    raise UserError(f"{where} row {number}: empty or missing {PIVOT} or {code} sentence")
+                english.append(sides[0])
+                other.append(sides[1])
+            splits[name].append(Table({PIVOT: tuple(english), code: tuple(other)}, {PIVOT: where, code: where}))
+    hint = f"hub:{HUB_CORPUS}[{{code}}]"
+    return _Parsed(source=HUB_KEY, layout="hub",
+                   splits={name: Split(name, tuple(tables)) for name, tables in splits.items()},
+                   files={name: f"{HUB_KEY} {split}" for name, split in HUB_SPLITS.items()},
+                   hints={name: hint for name in HUB_SPLITS})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class TranslationTask:
     def validate_data(self, preset: str, data_dir: Optional[str], fold: Optional[int] = None) -> DataReport:
         """Read every file the task needs (UTF-8, alignment, empty lines) before any trial starts."""
         no_folds(self.name, fold)
+        if data.uses_hub(preset, data_dir):
+            return data.hub_report(self.name)
         return data.load(self.name, data_dir).report()
 
     def check_settings(self, model: ModelSettings, train: TrainSettings) -> None:
@@ -45,7 +47,7 @@ class TranslationTask:
         from .models import decoding, load_translator
         from .runtime import TranslationRuntime
 
-        corpus = data.load(self.name, data_dir)
+        corpus = data.load(self.name, data_dir, preset)
         train_pairs = {d: limited(corpus.train.pairs(d), train.train_limit, "train.train_limit")
                        for d in training_directions(self.name)}
         eval_pairs = {d: limited(corpus.eval.pairs(d), train.eval_limit, "train.eval_limit")

@@ -130,3 +130,12 @@ def test_mismatched_lengths_and_no_directions_are_errors():
         score_direction(["a", "b"], ["a"], "13a")
     with pytest.raises(UserError, match="no translation directions"):
         summarize({})
+
+
+def test_recipe_names_each_targets_tokenizer_by_its_signature():
+    """``plan`` and ``sweep`` print how BLEU is computed: sacrebleu's signatures, one per tokenizer."""
+    from smctune.trainables.translation.metrics import recipe
+
+    line = recipe({"fr": "13a", "de": "13a", "zh": "zh", "ja": "char"})
+    assert "tok:13a|" in line and "for fr, de" in line and "tok:zh|" in line and "tok:char|" in line
+    assert "chrF: nrefs:1|" in line and "\n" not in line

@@ -14,7 +14,7 @@ from smctune.config import ModelSettings, TrainSettings
 from smctune.task import DataReport, limited, no_folds, task_class
 
 from . import data
-from .languages import LANGUAGES, eval_directions, training_directions
+from .languages import EVAL_LANGUAGES, LANGUAGES, eval_directions, training_directions
 
 
 class TranslationTask:
@@ -33,6 +33,14 @@ class TranslationTask:
         if data.uses_hub(preset, data_dir):
             return data.hub_report(self.name)
         return data.load(self.name, data_dir).report()
+
+    def data_notes(self, preset: str, data_dir: Optional[str], fold: Optional[int],
+                   model: ModelSettings, train: TrainSettings) -> tuple:
+        """How the metric is computed (sacrebleu's signatures per target tokenizer): BLEU is only
+        comparable between runs that tokenized the same way."""
+        from .metrics import recipe
+
+        return (recipe({code: LANGUAGES[code].bleu_tokenizer for code in EVAL_LANGUAGES}),)
 
     def check_settings(self, model: ModelSettings, train: TrainSettings) -> None:
         from .models import check_model

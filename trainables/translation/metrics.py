@@ -114,3 +114,15 @@ def signatures(scores: Mapping[str, DirectionScore]) -> dict[str, str]:
         result[f"bleu/{direction}"] = scores[direction].bleu_signature
         result[f"chrf/{direction}"] = scores[direction].chrf_signature
     return result
+
+
+def recipe(tokenizers: Mapping[str, str]) -> str:
+    """One line saying how BLEU and chrF are computed for targets with these tokenizers (target code ->
+    sacrebleu tokenizer), with sacrebleu's own signatures, for ``plan`` and the sweep's output."""
+    by_tokenizer: dict[str, list] = {}
+    for code, name in tokenizers.items():
+        by_tokenizer.setdefault(name, []).append(code)
+    # a signature names the reference count, known once a corpus was scored: score one line
+    parts = [f"{score_direction(['a'], ['a'], name).bleu_signature} for {', '.join(codes)}"
+             for name, codes in by_tokenizer.items()]
+    return f"BLEU: {'; '.join(parts)}; chrF: {score_direction(['a'], ['a'], '13a').chrf_signature}"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from smctune.errors import UserError
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -48,3 +50,12 @@ def space(tmp_path_factory):
     path = tmp_path_factory.mktemp("space") / "space.yaml"
     path.write_text(FAST_SPACE)
     return load_search_space("csqa", str(path))
+
+
+def fails(match: str, call, *args, **kwargs) -> str:
+    """``call`` raises a one-line UserError matching ``match``; returns the message."""
+    with pytest.raises(UserError, match=match) as caught:
+        call(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message

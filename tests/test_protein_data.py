@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
-from smctune.errors import UserError
+from conftest import SHARED_DATA, fails
 from smctune.trainables.protein import classes, data, fasta, safe_pickle, sample
 
 BUNDLED = Path(data.__file__).parent / "data" / "thermo"
@@ -32,15 +31,6 @@ def fresh_cache():
     data.clear_cache()
     yield
     data.clear_cache()
-
-
-def fails(match: str, call, *args, **kwargs) -> str:
-    """``call`` raises a one-line UserError matching ``match``; returns the message."""
-    with pytest.raises(UserError, match=match) as caught:
-        call(*args, **kwargs)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 def pairs(path: Path) -> list[tuple[str, str]]:

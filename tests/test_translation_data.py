@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
-from smctune.errors import UserError
+from conftest import SHARED_DATA, fails
 from smctune.task import limited
 from smctune.trainables.translation import data
 from smctune.trainables.translation import languages as langs
@@ -30,15 +29,6 @@ def fresh_cache():
     data.clear_cache()
     yield
     data.clear_cache()
-
-
-def fails(match: str, call, *args, **kwargs) -> str:
-    """``call`` raises a one-line UserError matching ``match``; returns the message."""
-    with pytest.raises(UserError, match=match) as caught:
-        call(*args, **kwargs)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 def sentence(code: str, index: int) -> str:

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Optional
 
 from smctune.errors import UserError, choices
 from smctune.task import DataReport, resolved_data_dir
+from smctune.trainables.text_files import read_utf8
 
 from .classes import ClassScheme, scheme
 from .fasta import LEU_OR_ILE, clean_sequence, model_residues, parse_fasta, read_fasta
@@ -230,15 +231,7 @@ def _protein_file(directory: Path, name: object, where: str) -> Path:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """``(line, row)`` per data row, keys the lower-cased header; malformed files are one line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read data file {path}: {err.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"{path} line {line}: not UTF-8 ({err.reason})") from None
+    text = read_utf8(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [column.strip().lower() for column in next(reader, [])]

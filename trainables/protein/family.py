@@ -80,13 +80,9 @@ class ProteinTask:
 
 
 
-def _task(class_name: str, name: str) -> type:
-    return task_class(ProteinTask, class_name, name, __name__)
-
-
-HotProteinSTask = _task("HotProteinSTask", "hp-s")
-HotProteinS2C5Task = _task("HotProteinS2C5Task", "hp-s2c5")
-HotProteinS2C2Task = _task("HotProteinS2C2Task", "hp-s2c2")
-MeltomeTask = _task("MeltomeTask", "meltome")
-ThermoTask = _task("ThermoTask", "thermo")
-ThermoHotColdTask = _task("ThermoHotColdTask", "thermo-hotcold")
+HotProteinSTask = task_class(ProteinTask, "HotProteinSTask", "hp-s", __name__)
+HotProteinS2C5Task = task_class(ProteinTask, "HotProteinS2C5Task", "hp-s2c5", __name__)
+HotProteinS2C2Task = task_class(ProteinTask, "HotProteinS2C2Task", "hp-s2c2", __name__)
+MeltomeTask = task_class(ProteinTask, "MeltomeTask", "meltome", __name__)
+ThermoTask = task_class(ProteinTask, "ThermoTask", "thermo", __name__)
+ThermoHotColdTask = task_class(ProteinTask, "ThermoHotColdTask", "thermo-hotcold", __name__)

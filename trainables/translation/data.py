@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 from smctune.errors import UserError, choices
 from smctune.task import DataReport, resolved_data_dir
+from smctune.trainables.text_files import read_utf8
 
 from .languages import (BY_FLORES, EVAL_LANGUAGES, LANGUAGES, PIVOT, Direction, Language,
                         direction_name, eval_directions, subgroup, training_directions,
@@ -335,15 +336,7 @@ class TextFile:
 def read_lines(path: Any) -> TextFile:
     """A text file's sentences: UTF-8 (a leading BOM ignored), ``\\n`` or ``\\r\\n`` line ends, no
     empty line (it would pair a sentence with nothing). ``path`` is a Path or a resources Traversable."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read data file {path}: {err.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"{path} line {line}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    text = read_utf8(path)
     if not text.strip():
         raise UserError(f"{path}: no sentences (empty file)")
     raw_lines = text.split("\n")

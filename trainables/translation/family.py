@@ -67,10 +67,6 @@ class TranslationTask:
 
 
 
-def _task(class_name: str, name: str) -> type:
-    return task_class(TranslationTask, class_name, name, __name__)
-
-
-TwoToTwoTask = _task("TwoToTwoTask", "mt-2to2")
-FiveToFiveTask = _task("FiveToFiveTask", "mt-5to5")
-TenToTenTask = _task("TenToTenTask", "mt-10to10")
+TwoToTwoTask = task_class(TranslationTask, "TwoToTwoTask", "mt-2to2", __name__)
+FiveToFiveTask = task_class(TranslationTask, "FiveToFiveTask", "mt-5to5", __name__)
+TenToTenTask = task_class(TranslationTask, "TenToTenTask", "mt-10to10", __name__)

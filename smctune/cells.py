@@ -300,7 +300,7 @@ class _Cell:
         self.queue: deque = deque()           # (number, member index) still to emit
         self.params: dict[int, dict] = {}     # number -> searched values ({} = planned tunables)
         self.results: dict[int, dict] = {}    # number -> member index -> (outcome, value)
-        self.trials: dict[int, Any] = {}      # number -> optuna Trial (open study trials)
+        self.trials: dict[int, Any] = {}      # number -> optuna Trial or _StoredTrial (open study trials)
         self.open: set[int] = set()           # study trials asked and not told yet
         self.emitted = 0                      # study trials spent from the budget
         self.inflight = 0                     # Tune trials running now
@@ -449,7 +449,7 @@ class CellSearchCore:
         for frozen in trials:
             if frozen.state == TrialState.RUNNING and set(cell.space) - set(frozen.params):
                 # the driver died inside ask(), before every value was drawn: nothing ran with it
-                study._storage.set_trial_user_attr(frozen._trial_id, "infeasible", "interrupted ask")
+                _StoredTrial(storage, cell.key, frozen.number).set_user_attr("infeasible", "interrupted ask")
                 study.tell(frozen.number, state=TrialState.FAIL)
                 continue
             if frozen.state == TrialState.WAITING:
@@ -461,7 +461,7 @@ class CellSearchCore:
                 continue
             number = frozen.number
             cell.params[number] = {name: frozen.params[name] for name in cell.space}
-            cell.trials[number] = optuna.trial.Trial(study, frozen._trial_id)
+            cell.trials[number] = _StoredTrial(storage, cell.key, number)
             cell.open.add(number)
             cell.results[number] = {}
             for index, member_id in enumerate(cell.member_ids):
@@ -608,14 +608,14 @@ class CellSearchCore:
         trial = cell.trials.pop(number)
         cell.open.discard(number)
         if any(status == FAILED for status, _ in outcomes):
-            cell.study.tell(trial, state=TrialState.FAIL)
+            cell.study.tell(number, state=TrialState.FAIL)
             return
         mean = sum(value for _, value in outcomes) / len(outcomes)
         if any(status == STOPPED for status, _ in outcomes):
             trial.report(mean, 0)
-            cell.study.tell(trial, state=TrialState.PRUNED)
+            cell.study.tell(number, state=TrialState.PRUNED)
         else:
-            cell.study.tell(trial, mean)
+            cell.study.tell(number, mean)
 
     def _outcome(self, result: Optional[dict], error: bool) -> tuple:
         if error or not result:
@@ -729,6 +729,28 @@ def _plain(value):
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         return value.item()
     return value
+
+
+class _StoredTrial:
+    """A study trial a dead driver left RUNNING, continued under its own number.
+
+    Its number is its tuning, so it is already in the finished members' trial ids, MLflow runs and
+    records: failing it and asking its values again would give them a new number and orphan those.
+    ``study.ask`` never returns a running trial, and ``optuna.trial.Trial`` is built by ``ask`` only
+    (its constructor also re-runs the sampler's ``before_trial``), so the members' outcomes go through
+    the storage's public trial interface, which is where a ``Trial`` writes them too; the study is
+    told by number (``Study.tell`` takes one)."""
+
+    def __init__(self, storage, study_name: str, number: int):
+        self.storage = storage
+        self.trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study_name), number)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def report(self, value: float, step: int) -> None:
+        self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))
 
 
 def _repair_journal(path: Path) -> None:

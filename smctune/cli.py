@@ -645,13 +645,12 @@ def _check_cluster(spec, space, shared_storage: bool, default_mlflow: bool) -> N
 
 
 def cmd_sweep(args) -> int:
-    warming = _warm_imports()
     try:
         spec, space = _resolve(args, for_plan=False)
     except BaseException:
         _shutdown_ray()  # the preset's resolution may have started Ray
         raise
-    return _run_sweep(spec, space, warming, rerun_failed=True, shared_storage=args.shared_storage,
+    return _run_sweep(spec, space, rerun_failed=True, shared_storage=args.shared_storage,
                       default_mlflow=not args.mlflow_uri)
 
 
@@ -662,7 +661,6 @@ def cmd_resume(args) -> int:
 
     from .config import SweepSpec, sweep_search_space
 
-    warming = _warm_imports()
     run_dir = _run_dir(args)
     try:
         spec = SweepSpec.from_json((run_dir / "sweep.json").read_text())
@@ -675,47 +673,25 @@ def cmd_resume(args) -> int:
     space = sweep_search_space(spec)
     from .tracking import default_tracking_uri
 
-    return _run_sweep(spec, space, warming, rerun_failed=args.restart_errored,
+    return _run_sweep(spec, space, rerun_failed=args.restart_errored,
                       shared_storage=args.shared_storage,
                       default_mlflow=spec.mlflow_uri == default_tracking_uri(run_dir))
 
 
-def _warm_imports():
-    """Import Ray Tune, then MLflow (about a second of Python together) on a helper thread while the
-    main thread validates the input and starts Ray (background.py); the main thread needs Ray Tune
-    right after, and MLflow is imported by Tune itself inside ``fit()`` before it starts a trial
-    (its usage telemetry looks up its own MLflow callback class whenever callbacks are passed), so
-    an MLflow import left for later held back the first trials by half a second. Nothing is
-    written: a sweep refused for bad input leaves no trace."""
-    from .background import Background
-
-    return Background(_import_all, ("ray.tune", "mlflow"))
-
-
-def _import_all(names) -> None:
-    import importlib
-
-    for name in names:
-        importlib.import_module(name)
-
-
-def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
+def _run_sweep(spec, space, rerun_failed: bool, shared_storage: bool,
                default_mlflow: bool) -> int:
     """Check, plan, record and run a resolved sweep, then report (``sweep`` and ``resume``). The
-    data is checked before Ray starts (a bad file costs no start-up); Ray's shut-down overlaps the
-    report."""
+    data is checked before Ray starts (a bad file costs no start-up). The report needs no Ray, so
+    Ray is stopped before it is written."""
     from . import registry
-    from .background import Background
     from .progress import ProgressPrinter
     from .sweep import plan_trials, run_sweep, tuned_trial_count
     from . import environment
     from .report import ReportOptions
-    from .figure_batch import FigureBatch
     from .tracking import git_sha
     from .tracking_thread import TrackerThread
 
     tracking = None
-    figures = FigureBatch()   # started when the first trial runs; the report draws with it
     try:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
@@ -731,32 +707,28 @@ def _run_sweep(spec, space, warming, rerun_failed: bool, shared_storage: bool,
         printer.total = tuned_trial_count(trials, space, spec)
         printer.message(f"task {spec.task}: {len(trials)} trials ({', '.join(spec.methods)}) on "
                         f"{data.source}; run directory {run_dir}")
-        warming.result()
         sha = git_sha()
         files = [run_dir / "sweep.json", _write_plan(run_dir, spec, trials),
                  environment.write(run_dir, environment.capture(_ray_nodes(), sha))]
         tracking = TrackerThread(lambda: _open_tracker(spec, run_dir, sha, files))
         started = time.monotonic()
-        outcome = run_sweep(spec, space, trials, printer, tracking, rerun_failed=rerun_failed,
-                            when_running=lambda: figures.start(import_here=True))
+        outcome = run_sweep(spec, space, trials, printer, tracking, rerun_failed=rerun_failed)
         printer.message(f"sweep finished in {time.monotonic() - started:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     except BaseException as err:
-        figures.close()
         _shutdown_ray()
         _end_sweep_run(tracking, err)
         if tracking is not None:
             tracking.close()
         raise
-    stopping = Background(_shutdown_ray)
+    _shutdown_ray()
     try:
-        paths = _print_report(spec.run_dir, ReportOptions(), figures)
+        paths = _print_report(spec.run_dir, ReportOptions())
         tracking.call("log_sweep_report", paths.files)
     except BaseException as err:
         _end_sweep_run(tracking, err)   # the trials are recorded; `smctune report` can retry
         raise
     finally:
-        stopping.result()
         tracking.close()
     return 0
 
@@ -847,10 +819,10 @@ def _shutdown_ray() -> None:
         stop_ray()
 
 
-def _print_report(run_dir, options, figures=None):
+def _print_report(run_dir, options):
     from .report import write_report
 
-    paths = write_report(run_dir, options, figures)
+    paths = write_report(run_dir, options)
     print()
     print(paths.table)
     print(f"\nreport:  {paths.html}\nresults: {paths.results_json}\n"
@@ -988,19 +960,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def entry() -> None:
-    """The console script: ``main``, then end the process without finalizing the interpreter.
-    Tearing down the module graph of Ray, Tune, MLflow and matplotlib takes about a second, a
-    visible share of a short sweep (benchmarks/bench_sweep.py), and by now everything this command
-    wrote is closed: Ray is shut down, MLflow runs are terminated, records are renamed into place.
-    An uncaught exception still takes the normal path, traceback included."""
+    """The console script. Ray is stopped here as well as in the commands, so no path through
+    ``main`` (an error turned into an exit code included) leaves a local instance running."""
     code = main()
     _shutdown_ray()
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -81,20 +81,6 @@ def load_pyplot():
     return plt
 
 
-def warm_up() -> None:
-    """Import pyplot and draw one throw-away figure: the first figure a process draws loads fonts
-    and fills matplotlib's caches (about 0.05 s), which a figure helper pays before there is work."""
-    import io
-
-    with _figure(2.0, 1.5) as (_plt, fig):
-        ax = fig.add_subplot()
-        ax.plot([0, 1], [0, 1], marker="o", linestyle="--", label="a")
-        ax.set_title("a")
-        ax.text(0.5, 0.5, "50 %")
-        ax.legend()
-        fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
-
-
 @contextmanager
 def _figure(width: float, height: float) -> Iterator[tuple[object, object]]:
     """(pyplot, figure), the figure closed on the way out even when drawing fails: pyplot keeps every

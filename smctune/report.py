@@ -522,22 +522,9 @@ def _plot_label(method) -> str:
 # --------------------------------------------------------------------------------------------------
 # entry point
 
-def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptions(),
-                 figures=None) -> ReportPaths:
+def write_report(run_dir: Union[str, Path], options: ReportOptions = ReportOptions()) -> ReportPaths:
     """Write results.json, the figures, report.md and report.html (into ``options.out_dir`` or the
-    run directory); return their paths and the text table. Works on partial runs. ``figures``: a
-    ``FigureBatch`` the caller started early (a sweep does, while its trials run), else one is
-    started here."""
-    from .figure_batch import FigureBatch
-
-    batch = (figures or FigureBatch()).start()   # helpers import matplotlib while facts are computed
-    try:
-        return _write_report(run_dir, options, batch)
-    finally:
-        batch.close()
-
-
-def _write_report(run_dir: Union[str, Path], options: ReportOptions, batch) -> ReportPaths:
+    run directory); return their paths and the text table. Works on partial runs."""
     from . import report_build, report_doc
 
     run = load_run(run_dir)
@@ -548,11 +535,10 @@ def _write_report(run_dir: Union[str, Path], options: ReportOptions, batch) -> R
     for summary in summaries:
         suffix = f"-{summary.model}" if several else ""
         paper = report_build.paper_for(summary, options.compare_paper)
-        head = report_build.draw_summary(summary, paper, out, suffix, batch)   # helpers start on these
+        head = report_build.draw_summary(summary, paper, out, suffix)
         facts.append(report_build.architecture_facts(run, summary, paper))
         drawn.append(report_build.draw_layers(run, summary, facts[-1], head, out, suffix,
-                                              options.layer_levels, batch))
-    batch.run()
+                                              options.layer_levels))
     run_facts = report_build.run_facts(run)
     results = write_results_json(summaries, out / RESULTS_FILE, facts, run_facts)
     table = "\n\n".join(format_table(s) for s in summaries)

@@ -57,15 +57,14 @@ def layer_levels(profiles: dict, wanted: Optional[tuple]) -> tuple:
                                for target in wanted or PAPER_LAYER_LEVELS))
 
 
-def draw_summary(summary: Summary, paper, out: Path, suffix: str, batch) -> tuple:
-    """Queue an architecture's curves and heatmap on ``batch`` (figure_batch.FigureBatch): they
-    need the summary only, so helpers draw them while ``architecture_facts`` is computed. Returns
-    their paths (the heatmap's None without methods); the files exist once the batch has run."""
+def draw_summary(summary: Summary, paper, out: Path, suffix: str) -> tuple:
+    """Draw an architecture's curves and heatmap, which need the summary only. Returns their paths
+    (the heatmap's None without methods)."""
     from . import figures
     from .report import PLOT_FILE, cell_mark, plot_curves, MARK_FAIL
 
     curves_path = out / (f"curves{suffix}.png" if suffix else PLOT_FILE)
-    curves = batch.add(curves_path, plot_curves, summary, curves_path, paper=paper)
+    curves = plot_curves(summary, curves_path, paper=paper)
     names = [m.name for m in summary.methods]
     heatmap = None
     if names:
@@ -74,15 +73,16 @@ def draw_summary(summary: Summary, paper, out: Path, suffix: str, batch) -> tupl
         failing = {(m.name, s): cell_mark(s, m.cells.get(s), m.fail) == MARK_FAIL
                    for m in summary.methods for s in summary.grid}
         path = out / f"heatmap{suffix}.png"
-        heatmap = batch.add(path, figures.plot_heatmap, names, summary.grid, values, failing, path,
-                            f"{summary.task}{_model(summary)}: {summary.metric_name} by method and sparsity",
-                            units.label(summary.metric_name))
+        heatmap = figures.plot_heatmap(
+            names, summary.grid, values, failing, path,
+            f"{summary.task}{_model(summary)}: {summary.metric_name} by method and sparsity",
+            units.label(summary.metric_name))
     return curves, heatmap
 
 
 def draw_layers(run: RunResults, summary: Summary, facts, head: tuple, out: Path, suffix: str,
-                wanted_levels, batch) -> DrawnFigures:
-    """Queue the layerwise and similarity figures; ``head`` is ``draw_summary``'s result."""
+                wanted_levels) -> DrawnFigures:
+    """Draw the layerwise and similarity figures; ``head`` is ``draw_summary``'s result."""
     from . import figures
     from .similarity import layer_profiles
 
@@ -91,9 +91,8 @@ def draw_layers(run: RunResults, summary: Summary, facts, head: tuple, out: Path
     for level in layer_levels(profiles, wanted_levels):
         at_level = {method: layers for (method, lv), layers in profiles.items() if lv == level}
         path = out / f"layerwise{suffix}-s{level:.3f}.png"
-        layerwise.append((level, batch.add(
-            path, figures.plot_layerwise, at_level, level, path,
-            f"{summary.task}{_model(summary)}: layerwise sparsity at {level:.3f}")))
+        layerwise.append((level, figures.plot_layerwise(
+            at_level, level, path, f"{summary.task}{_model(summary)}: layerwise sparsity at {level:.3f}")))
         pairs = [p for p in facts.similarities if p.sparsity == level]
         for kind, attr, label in (("jaccard", "jaccard", "mask Jaccard (kept weights)"),
                                   ("layers", "layer_correlation", "layerwise sparsity correlation (r)")):
@@ -101,9 +100,8 @@ def draw_layers(run: RunResults, summary: Summary, facts, head: tuple, out: Path
             if any(v is not None for v in values.values()):
                 methods = list(dict.fromkeys([p.method_a for p in pairs] + [p.method_b for p in pairs]))
                 path = out / f"similarity-{kind}{suffix}-s{level:.3f}.png"
-                similarity.append((level, kind, batch.add(
-                    path, figures.plot_similarity, methods, values, path,
-                    f"{summary.task}{_model(summary)}: {label} at {level:.3f}", label)))
+                similarity.append((level, kind, figures.plot_similarity(
+                    methods, values, path, f"{summary.task}{_model(summary)}: {label} at {level:.3f}", label)))
     return DrawnFigures(*head, tuple(layerwise), tuple(similarity))
 
 

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from . import cells, registry
 from .config import Resources, SearchSpace, SweepSpec, TrialSpec, resolve_epochs
@@ -41,21 +41,6 @@ RAY_QUIET_ENV = {
     # Tune's own Ctrl-C handler makes fit() return as if finished (and suggests Tuner.restore);
     # smctune wants the KeyboardInterrupt, to mark open trials killed and stop before stage 2.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
-}
-
-# A local instance's processes connect to the raylet and its object store over Unix sockets, and a
-# connection tried before the socket exists waits this long before the next attempt. Ray's 1000 ms
-# made every other start-up of the raylet a second slower (its object manager races the store thread:
-# measured 2.0 s or 3.0 s, never between). 20 ms x 500 attempts keeps Ray's 10 s budget. Set for
-# the processes this driver starts only, and never over the user's own values.
-# The raylet also starts one idle Python worker per CPU when the first driver connects, for tasks
-# without a runtime environment; Tune's trial actors carry one, so none of them is ever used (checked
-# in the session logs), and starting them took two cores' worth of Python imports away from the
-# start-up here (first trial 0.25 s later).
-RAY_LOCAL_START_ENV = {
-    "RAY_raylet_client_connect_timeout_milliseconds": "20",
-    "RAY_raylet_client_num_connect_attempts": "500",
-    "RAY_prestart_worker_first_driver": "0",
 }
 
 
@@ -160,8 +145,6 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         else:
-            for key, value in RAY_LOCAL_START_ENV.items():
-                os.environ.setdefault(key, value)
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return ray.cluster_resources()
 
@@ -171,26 +154,7 @@ def stop_ray() -> None:
     import ray
 
     if ray.is_initialized():
-        _kill_autoscaler_monitor()
         ray.shutdown()
-
-
-def _kill_autoscaler_monitor() -> None:
-    """Ray's autoscaler monitor answers SIGTERM by reporting its "failure" to the GCS, which
-    ``ray.shutdown`` stops first, so every shut-down of a local instance waits out the monitor's 1 s
-    grace period before Ray SIGKILLs it (measured: 1.0 of 1.4 s). A local instance has nothing to
-    autoscale and the monitor holds no state, so it is killed up front. This reaches into Ray's
-    private node object; if that changes, shut-down is simply as slow as before."""
-    try:
-        from ray._private import ray_constants, worker
-
-        node = worker._global_node
-        if node is None or not node.head:
-            return
-        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, ()):
-            info.process.kill()
-    except Exception:  # noqa: BLE001 - an optimisation must never break the shut-down
-        return
 
 
 PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
@@ -346,23 +310,15 @@ class _Listeners:
 
     RUN_ID_WAIT_S = 30.0   # a finished trial's record waits this long at most for its MLflow run id
 
-    def __init__(self, records: RecordKeeper, tracking: TrackerThread, printer: ProgressPrinter,
-                 when_running: Optional[Callable[[], None]] = None):
+    def __init__(self, records: RecordKeeper, tracking: TrackerThread, printer: ProgressPrinter):
         self.records, self.tracking, self.printer = records, tracking, printer
         self.tracking.on_error = self._tracking_failed
-        self._when_running = when_running
         self._run_ids: dict = {}
         self._tracker_warned = False
 
     def started(self, spec: TrialSpec) -> None:
         if spec.trial_id in self.records.open:
             return  # Ray restarting a failed trial: same record, same MLflow run
-        if self._when_running is not None:
-            prepare, self._when_running = self._when_running, None
-            try:
-                prepare()
-            except Exception:  # noqa: BLE001 - a head start for later work must not stop the sweep
-                pass
         self.records.started(spec)
         self._run_ids[spec.trial_id] = self.tracking.submit("started", spec)
         self.printer.started(spec)
@@ -405,7 +361,7 @@ class _Listeners:
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks (which hold this) into the experiment state
-        return dict(self.__dict__, _when_running=None, _run_ids={})
+        return dict(self.__dict__, _run_ids={})
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -419,13 +375,11 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
-              printer: ProgressPrinter, tracker, rerun_failed: bool = True,
-              when_running: Optional[Callable[[], None]] = None) -> SweepOutcome:
+              printer: ProgressPrinter, tracker, rerun_failed: bool = True) -> SweepOutcome:
     """Run the trials that have no finished record (``ok``/``collapsed``; with ``rerun_failed``
     False, ``failed`` ones count as finished too, and are left alone). ``tracker``: an
     ``MLflowTracker``, or a ``TrackerThread`` that builds one; either way its calls are done when
-    this returns. ``when_running`` is called once, when the first trial starts: the caller's chance
-    to prepare what it needs afterwards (the report's figure helpers) while trials run."""
+    this returns."""
     ensure_ray()
     _sigterm_interrupts()
     from ray import tune
@@ -440,7 +394,7 @@ def run_sweep(sweep: SweepSpec, space: SearchSpace, trials: list[TrialSpec],
     records = RecordKeeper(run_dir, chance=entry.chance)
     tracking = TrackerThread.around(tracker)
     owned = tracking is not tracker
-    listeners = _Listeners(records, tracking, printer, when_running)
+    listeners = _Listeners(records, tracking, printer)
     specs = {t.trial_id: t for t in trials}
     resources = trial_resources(sweep, space)
     fn = tune.with_resources(trainable, resource_request(resources))

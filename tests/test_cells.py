@@ -290,6 +290,25 @@ def test_resume_survives_a_driver_killed_mid_write(tmp_path):
     assert states == [("COMPLETE", None), ("FAIL", "interrupted ask"), ("COMPLETE", None), ("COMPLETE", None)]
 
 
+@pytest.mark.parametrize("last, state, value", [({"best": 0.7, "level_done": False}, "PRUNED", 0.6),
+                                                (None, "FAIL", None)])
+def test_a_resumed_tuning_keeps_its_number_and_is_told_like_any_other(tmp_path, last, state, value):
+    trials = gmp_only(tmp_path, (0.5,), (0, 1))
+    run = tmp_path / "run"
+    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"best": 0.5, "level_done": True})
+    assert searcher.suggest("b")["trial"]["seed"] == 1                     # ... the driver dies here
+    resumed = cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
+    again = resumed.suggest("b2")
+    assert (again["tuning"], again["trial"]["seed"]) == (first["tuning"], 1)
+    resumed.on_trial_complete("b2", last, error=last is None)
+    told = resumed.study("gmp/s0.5000").trials[0]
+    assert (told.number, told.state.name, told.value) == (0, state, value)
+    assert told.user_attrs["m:gmp-s0.5000-seed0"] == ["ok", 0.5]             # the first driver's member
+    assert told.user_attrs["m:gmp-s0.5000-seed1"][0] == ("stopped" if last else "failed")
+
+
 def test_a_changed_search_does_not_continue_an_old_study(tmp_path):
     trials = gmp_only(tmp_path)
     drain(cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=tmp_path / "run"))

@@ -358,6 +358,25 @@ def test_write_report(tmp_path):
     assert "0.488" in paths.table and "first level (0.200)" in paths.table
 
 
+def test_every_figure_the_report_lists_is_on_disk_and_nothing_else(tmp_path):
+    root = realistic_run(tmp_path / "run")
+    paths = write_report(root)
+    assert {p.name for p in paths.figures} == {"curves.png", "heatmap.png"}
+    assert sorted(paths.figures) == sorted(root.glob("*.png"))
+    assert not list(root.glob(".*.tmp"))                      # save_figure's temporaries are gone
+
+
+def test_an_unwritable_output_directory_is_a_one_line_user_error(tmp_path):
+    from smctune.report import ReportOptions
+
+    root = realistic_run(tmp_path / "run")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot write") as err:
+        write_report(root, ReportOptions(out_dir=blocked / "out"))
+    assert "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------------------------------
 # errors
 

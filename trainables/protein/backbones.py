@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from smctune.config import ModelSettings, TrainSettings
 from smctune.errors import UserError, choices
+from smctune.trainables.checkpoint_io import safe_torch_load
 
 if TYPE_CHECKING:
     import torch
@@ -231,23 +232,10 @@ def _seeded() -> Iterator[None]:
 
 def load_checkpoint(path: Path) -> Any:
     """``torch.load`` that never runs code from the file: tensors, plain containers and
-    ``argparse.Namespace`` only. A refused global or an unreadable file is a one-line ``UserError``."""
+    ``argparse.Namespace`` (fair-esm's saved args) only."""
     import argparse
 
-    import torch
-
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*pickle protocol")
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch reports a bad file as any of half a dozen types
-        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if refused:
-            raise UserError(f"{path}: refused to load: it needs the Python object '{refused.group(1)}', "
-                            "and unpickling arbitrary objects can run code (only tensors, plain "
-                            "containers and argparse.Namespace are admitted)") from None
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    return safe_torch_load(path, [argparse.Namespace], "tensors, plain containers and argparse.Namespace")
 
 
 # ---- ESM --------------------------------------------------------------------------------------------

@@ -72,10 +72,6 @@ class ProteinRuntime:
             rows += [row[:n].clone() for row, n in zip(tokens, lengths)]
         return rows, torch.tensor(labels, dtype=torch.long)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_tokens) // self.settings.batch_size
-
     def new_model(self) -> ProteinClassifier:
         """Copy of the cached starting backbone plus a head drawn from the global torch RNG."""
         model = ProteinClassifier(copy.deepcopy(self._template), represent=self.backbone.represent,

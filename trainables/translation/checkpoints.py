@@ -23,12 +23,12 @@ decoder and output), so loading is a matter of four translations, one section ea
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from smctune.errors import UserError, choices
+from smctune.trainables.checkpoint_io import safe_torch_load
 
 from .vocabularies import FAIRSEQ_SPECIALS
 
@@ -295,20 +295,9 @@ def read_checkpoint(path: PathLike) -> dict:
     """A fairseq checkpoint as a dict, through ``torch.load(weights_only=True)``: tensors, plain
     containers, ``argparse.Namespace`` and omegaconf configs (as plain dicts and lists) only. Any
     other Python object, or an unreadable file, is a one-line ``UserError``."""
-    import torch
-
     admitted = [argparse.Namespace, *((record, name) for name, record in _RECORD_CLASSES.items())]
-    try:
-        with torch.serialization.safe_globals(admitted):
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch reports a bad file as any of half a dozen types
-        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if refused:
-            raise UserError(f"{path}: refused to load: it needs the Python object '{refused.group(1)}', and "
-                            "unpickling arbitrary objects can run code (admitted: tensors, plain containers, "
-                            "argparse.Namespace, omegaconf configs read as data)") from None
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    data = safe_torch_load(path, admitted, "tensors, plain containers, argparse.Namespace, omegaconf "
+                                           "configs read as data")
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a fairseq checkpoint (expected a dict with 'model' and 'args' or "
                         f"'cfg', got {type(data).__name__})")

@@ -141,7 +141,7 @@ class Vocabulary(Protocol):
 class Translator:
     """A vocabulary and the starting model (CPU, train mode)."""
 
-    vocab: Any
+    vocab: Vocabulary
     model: Any
     description: str
 

@@ -96,10 +96,6 @@ class TranslationRuntime:
                 yield self._batch([self.train_examples[i] for i in order[start:start + size]])
             epoch += 1
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_examples) // self.settings.batch_size
-
     # ------------------------------------------------------------------ loss
     def _token_losses(self, model: Any, batch: dict) -> tuple:
         """Summed cross-entropy over the target tokens, and their count."""

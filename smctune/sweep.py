@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -267,6 +268,10 @@ def _event_bridge(listener, specs: dict):
         return ids[trial.trial_id]
 
     class Bridge(tune.Callback):
+        def on_step_begin(self, iteration, trials, **info):
+            if sigterm_received():   # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
+                raise KeyboardInterrupt
+
         def on_trial_start(self, iteration, trials, trial, **info):
             # a planned trial, or a tuning of a searched cell (its spec comes with the config)
             key = trial_id(trial)
@@ -566,15 +571,27 @@ def _sigterm_interrupts() -> None:
     open trials are recorded as killed and their MLflow runs end KILLED. Installed after ``ray.init``,
     which sets a SIGTERM handler of its own that would exit without that bookkeeping."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
 
     def interrupt(signum, frame):
+        _TERMINATED.set()
         raise KeyboardInterrupt
 
+    _TERMINATED.clear()
     signal.signal(signal.SIGTERM, interrupt)
+
+
+# Set by the SIGTERM handler. An exception raised in a signal handler is lost ("Exception ignored")
+# when the signal lands while a garbage-collection callback runs (seen with SQLAlchemy's weakref
+# finalizers in MLflow's store); Tune's loop then raises it again at its next step.
+_TERMINATED = threading.Event()
+
+
+def sigterm_received() -> bool:
+    """Module-level so Tune's pickled callback refers to it by name, not to the Event's lock."""
+    return _TERMINATED.is_set()
 
 
 def _drop_without_dense(batch, cache: DenseCache, records: RecordKeeper, printer) -> list[TrialSpec]:

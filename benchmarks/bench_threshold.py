@@ -1,4 +1,4 @@
-"""Trials of the adaptive threshold search (``smctune.threshold``) against the full grid, on simulated curves.
+"""Trials of the adaptive threshold search (``smctune.sweep.threshold``) against the full grid, on simulated curves.
 
 Each curve is a logistic accuracy-vs-sparsity surface ``chance + (dense - chance) / (1 + exp((s - s0) / w))``
 (dense 0.60, chance 0.20, tolerance 0.01 as in ``smctune report``) on SMC-Bench's grid ``1 - 0.8**k``,
@@ -20,9 +20,9 @@ import random
 import statistics
 import time
 
-from smctune.analysis import failing_sparsity
-from smctune.criterion import Criterion, Tolerance
-from smctune.threshold import ThresholdSearch, grid_answer, logistic_curve, paper_grid, run_search
+from smctune.report.analysis import failing_sparsity
+from smctune.report.criterion import Criterion, Tolerance
+from smctune.sweep.threshold import ThresholdSearch, grid_answer, logistic_curve, paper_grid, run_search
 
 DENSE, CHANCE, TOL = 0.60, 0.20, 0.01
 CRITERION = Criterion(Tolerance(100 * TOL))   # the report's rule at the search's tolerance (points)

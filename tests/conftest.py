@@ -20,7 +20,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from smctune.sweep import ensure_ray
+    from smctune.sweep.ray_session import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield
@@ -44,7 +44,7 @@ def single_thread():
 def space(tmp_path_factory):
     """CSQA's search space with test_sweep.FAST_SPACE's settings (tiny smoke trials); a test module
     that needs other settings defines its own ``space``."""
-    from smctune.config import load_search_space
+    from smctune.config.search_space import load_search_space
     from test_sweep import FAST_SPACE
 
     path = tmp_path_factory.mktemp("space") / "space.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smctune.errors import UserError
-from smctune.task import DataReport
+from smctune.catalog.task import DataReport
 from smctune.trainables.arithmetic.data import (BUNDLED_DIR, BUNDLED_SOURCE, FOLDS, LAYOUTS,
                                                 answer_mismatches, available_folds, load_split,
                                                 read_csv)

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from smctune.config import ModelSettings, TrainSettings  # noqa: E402
+from smctune.config.settings import ModelSettings, TrainSettings  # noqa: E402
 from smctune.errors import UserError  # noqa: E402
 from smctune.trainables.arithmetic import layers as layer_settings  # noqa: E402
 from smctune.trainables.arithmetic.data import load_split  # noqa: E402

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smctune.config import SweepSpec, load_search_space
-from smctune.progress import ProgressPrinter
-from smctune.report import write_report
-from smctune.sweep import plan_trials, run_sweep
-from smctune.tracking import MLflowTracker, default_tracking_uri
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.progress import ProgressPrinter
+from smctune.report.write import write_report
+from smctune.sweep.plan import plan_trials
+from smctune.sweep.run import run_sweep
+from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
 FAST_SPACE = """
 task: mawps

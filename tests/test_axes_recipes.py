@@ -19,17 +19,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smctune import registry
-from smctune.analysis import (cells, collapsed_layers, dense_baseline, folded_stat, load_run, summarize,
-                              summarize_all)
-from smctune.cli import _parse_folds, _parse_models
-from smctune.config import (ModelSettings, SweepSpec, TrainSettings, TrialSpec, load_search_space)
+from smctune.catalog import registry
+from smctune.report.analysis import summarize, summarize_all
+from smctune.report.cell_stats import cells, collapsed_layers, dense_baseline, folded_stat
+from smctune.report.load import load_run
+from smctune.sweep.request import parse_folds, parse_models
+from smctune.config.settings import ModelSettings, TrainSettings
+from smctune.config.specs import SweepSpec, TrialSpec
+from smctune.config.search_space import load_search_space
 from smctune.errors import UserError
-from smctune.records import RecordKeeper
-from smctune import report_build
-from smctune.report import (collapse_lines, format_layers, format_table, results_dict, results_document,
-                            write_report)
-from smctune.sweep import plan_trials
+from smctune.rundir.records import RecordKeeper
+from smctune.report.facts import run_facts
+from smctune.report.results_json import results_dict, results_document
+from smctune.report.tables import collapse_lines, format_layers, format_table
+from smctune.report.write import write_report
+from smctune.sweep.plan import plan_trials
 
 SMCTUNE = str(Path(sys.executable).with_name("smctune"))
 MERGE = r"^decoder\.merge\."
@@ -213,7 +217,7 @@ def test_user_models_block_overrides_and_order(tmp_path, mawps_yaml):
                       "gts": None}
     space = load_search_space("mawps", write_space(tmp_path, data))
     assert space.architectures == ("graph2tree", "gts")  # file order; the first is --model's default
-    assert _parse_models(None, space) == ("graph2tree",)
+    assert parse_models(None, space) == ("graph2tree",)
     g2t = space.resolve("smoke", "graph2tree")
     assert g2t.model.layers == {**mawps_yaml["presets"]["smoke"]["model"]["layers"], "hidden_size": 48}
     assert g2t.train.lr == 0.5 and g2t.train.max_steps == 20
@@ -343,24 +347,24 @@ def test_cli_unknown_layers_key_in_models_block_exits_2(tmp_path, mawps_yaml):
 
 
 def test_parse_models_and_folds_directly(mawps):
-    assert _parse_models(None, mawps) == ("gts",)
-    assert _parse_models("all", mawps) == ("gts", "graph2tree")
-    assert _parse_models(" graph2tree , gts,graph2tree", mawps) == ("graph2tree", "gts")
+    assert parse_models(None, mawps) == ("gts",)
+    assert parse_models("all", mawps) == ("gts", "graph2tree")
+    assert parse_models(" graph2tree , gts,graph2tree", mawps) == ("graph2tree", "gts")
     with pytest.raises(UserError, match="no architecture"):
-        _parse_models(" , ", mawps)
+        parse_models(" , ", mawps)
     csqa = load_search_space("csqa")
-    assert _parse_models(None, csqa) == ()
+    assert parse_models(None, csqa) == ()
     with pytest.raises(UserError, match="single architecture"):
-        _parse_models("all", csqa)
-    assert _parse_folds(None, (0, 1, 2), "mawps") == (0, 1, 2)
-    assert _parse_folds("all", (0, 1, 2), "mawps") == (0, 1, 2)
-    assert _parse_folds("2, 0,2", (0, 1, 2), "mawps") == (2, 0)
+        parse_models("all", csqa)
+    assert parse_folds(None, (0, 1, 2), "mawps") == (0, 1, 2)
+    assert parse_folds("all", (0, 1, 2), "mawps") == (0, 1, 2)
+    assert parse_folds("2, 0,2", (0, 1, 2), "mawps") == (2, 0)
     for bad in ("3", "-1", "1.0", "0,x"):
         with pytest.raises(UserError, match="not an available fold"):
-            _parse_folds(bad, (0, 1, 2), "mawps")
-    assert _parse_folds(None, (), "csqa") == ()
+            parse_folds(bad, (0, 1, 2), "mawps")
+    assert parse_folds(None, (), "csqa") == ()
     with pytest.raises(UserError, match="no cross-validation folds"):
-        _parse_folds("0", (), "csqa")
+        parse_folds("0", (), "csqa")
 
 
 # ==================================================================================================
@@ -368,7 +372,7 @@ def test_parse_models_and_folds_directly(mawps):
 
 torch = pytest.importorskip("torch")
 
-from smctune import optim  # noqa: E402
+from smctune.train import optim  # noqa: E402
 
 
 class Toy(torch.nn.Module):
@@ -662,7 +666,7 @@ def test_two_architectures_are_summarized_apart(tmp_path):
     assert by["gts"]["methods"]["omp_before"]["failing_sparsity"] == 0.36
     assert by["graph2tree"]["methods"]["omp_before"]["levels"]["0.36"]["status_counts"] == {"failed": 1}
     assert by["gts"]["trials"]["failures"] == []
-    assert data == json.loads(json.dumps(results_document(summaries, None, report_build.run_facts(load_run(root)))))
+    assert data == json.loads(json.dumps(results_document(summaries, None, run_facts(load_run(root)))))
     tables = paths.table.split("\n\n")
     titles = [line for line in paths.table.splitlines() if line.startswith("mawps")]
     assert titles[0].startswith("mawps · model gts ·") and titles[1].startswith("mawps · model graph2tree ·")
@@ -846,7 +850,7 @@ def test_gts_prunable_parameters(gts_runtime, mawps, tmp_path):
         trial = next(t for t in plan_trials(spec, mawps) if t.method == method)
         rules = trial.prunable
         names = {p.name for p in select_prunable(model, rules["include"] or None, rules["exclude"] or None)}
-        # what the trainer's _prune hands to compute_mask: the mask covers exactly those tensors
+        # what the trainer's prune hands to compute_mask: the mask covers exactly those tensors
         m = registry.method_spec(method)
         mask = compute_mask(model, m.criterion, 0.36, scope=m.scope, include=rules["include"] or None,
                             exclude=rules["exclude"] or None, seed=0)
@@ -865,8 +869,8 @@ def test_gts_prunable_parameters(gts_runtime, mawps, tmp_path):
 
 
 def test_trainer_prune_uses_the_trial_rule(gts_runtime, mawps, tmp_path):
-    """``Trial._prune``, the function every schedule calls, on the planned smcbench GMP trial."""
-    from smctune.train import CallbackReporter, Trial
+    """``Trial.prune``, the function every schedule calls, on the planned smcbench GMP trial."""
+    from smctune.train.trial import CallbackReporter, Trial
 
     runtime, model = gts_runtime
     spec = sweep_spec(tmp_path / "run", methods=("gmp",), sparsities=(0.36,), faithful="smcbench")
@@ -874,7 +878,7 @@ def test_trainer_prune_uses_the_trial_rule(gts_runtime, mawps, tmp_path):
     trial = Trial(trial_spec, CallbackReporter(), device="cpu")
     trial.runtime, trial.model = runtime, model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    mask = trial._prune(0.36, current=None, zero=False)
+    mask = trial.prune(0.36, current=None, zero=False)
     assert "decoder.predict.constant_embedding" not in set(mask)
     assert not any(name.startswith("decoder.merge.") for name in mask)
     assert "embedder.embeddings.word_embeddings.weight" in set(mask)

@@ -1,6 +1,6 @@
-"""Search within a cell (``smctune.cells``): the ``search:`` declaration, the Optuna-in-cells searcher
-(one Tuner over every cell, studies persisted in the run directory) and ASHA that never compares across
-cells, seeds or folds."""
+"""Search within a cell (``smctune.sweep.cell_search`` and its parts): the ``search:`` declaration,
+the Optuna-in-cells searcher (one Tuner over every cell, studies persisted in the run directory)
+and ASHA that never compares across cells, seeds or folds."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from smctune import cells, registry
-from smctune.config import SweepSpec, load_search_space
+from smctune.catalog import registry
+from smctune.config.search_decl import check_trials_per_cell, parse_search
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
 from smctune.errors import UserError
-from smctune.records import finished_values
-from smctune.sweep import plan_trials
+from smctune.rundir.layout import RunDir
+from smctune.rundir.records import finished_values
+from smctune.sweep.cell_asha import CellRungs
+from smctune.sweep.cell_keys import base_trial_id, cell_key, member_key, trial_id_of
+from smctune.sweep.cell_search import FINISHED, CellSearchCore
+from smctune.sweep.plan import plan_trials
 
 TUNABLES = {name: spec.tunables for name, spec in registry.METHODS.items()}
 # csqa's smoke preset runs GMP every 4 steps (start 0.1, end 0.8): the declared space contains it
@@ -33,7 +39,7 @@ def gmp_only(tmp_path, sparsities=(0.5,), seeds=(0,)):
 
 def decl(methods=None, trials_per_cell=4, **extra):
     block = {"trials_per_cell": trials_per_cell, "methods": methods or {"gmp": GMP_SEARCH}, **extra}
-    return cells.parse_search(block, TUNABLES, "t.yaml")
+    return parse_search(block, TUNABLES, "t.yaml")
 
 
 def _make_surface(flat_above: float = 1.0):
@@ -62,7 +68,7 @@ def drain(searcher, value=surface, prefix="r"):
     while True:
         config = searcher.suggest(f"{prefix}{len(emitted)}")
         assert config is not None, "nothing in flight: the searcher must not wait"
-        if config == cells.FINISHED:
+        if config == FINISHED:
             return emitted
         searcher.on_trial_complete(f"{prefix}{len(emitted)}",
                                    {"best": value(config["trial"]), "level_done": True})
@@ -72,7 +78,7 @@ def drain(searcher, value=surface, prefix="r"):
 # ---------------------------------------------------------------------------------- declaration
 
 def test_parse_search_reads_ranges_choices_and_defaults():
-    parsed = cells.parse_search({
+    parsed = parse_search({
         "trials_per_cell": 3, "metric": "final",
         "methods": {"gmp": {"frequency": {"choices": [500, 1000, 4000]},
                             "start_fraction": {"low": 0.0, "high": 0.3}},
@@ -87,7 +93,7 @@ def test_parse_search_reads_ranges_choices_and_defaults():
     assert (rigl["update_every"].kind, rigl["update_every"].log) == ("int", True)
     assert rigl["alpha"].contains(0.3) and not rigl["alpha"].contains(0.6)
     assert parsed.space("lth") == {}
-    empty = cells.parse_search(None, TUNABLES, "csqa.yaml")
+    empty = parse_search(None, TUNABLES, "csqa.yaml")
     assert (empty.trials_per_cell, empty.metric, dict(empty.methods)) == (1, "best", {})
 
 
@@ -125,7 +131,7 @@ def test_parse_search_reads_ranges_choices_and_defaults():
 ])
 def test_parse_search_rejects_with_one_line_naming_the_key(block, names):
     with pytest.raises(UserError) as info:
-        cells.parse_search(block, TUNABLES, "t.yaml")
+        parse_search(block, TUNABLES, "t.yaml")
     message = str(info.value)
     assert "\n" not in message and message.startswith("t.yaml: ")
     for name in names:
@@ -133,16 +139,16 @@ def test_parse_search_rejects_with_one_line_naming_the_key(block, names):
 
 
 def test_ids_keys_and_records(tmp_path):
-    from smctune.config import TrialSpec
+    from smctune.config.specs import TrialSpec
 
     trials = planned(tmp_path, methods=("gmp", "lth"), sparsities=(0.2, 0.5), seeds=(0,))
     for trial in trials:
         spec = TrialSpec.from_dict(trial)
-        assert cells._base_trial_id(trial) == cells.trial_id_of({"trial": trial}) == spec.trial_id
-        assert cells.trial_id_of({"trial": {**trial, "tuning": 3}}) == spec.trial_id + "-t3"
-    assert [cells.cell_key(t) for t in trials] == ["dense/dense", "gmp/s0.2000", "gmp/s0.5000",
+        assert base_trial_id(trial) == trial_id_of({"trial": trial}) == spec.trial_id
+        assert trial_id_of({"trial": {**trial, "tuning": 3}}) == spec.trial_id + "-t3"
+    assert [cell_key(t) for t in trials] == ["dense/dense", "gmp/s0.2000", "gmp/s0.5000",
                                                    "lth/to0.5904"]
-    assert cells.member_key(trials[1]) == ("csqa", "", "gmp", "s0.2000", 0, None)
+    assert member_key(trials[1]) == ("csqa", "", "gmp", "s0.2000", 0, None)
     results = tmp_path / "run" / "results"
     results.mkdir(parents=True)
     for trial_id, status, levels in (("a", "ok", [{"best": 0.5, "final": 0.4}]),
@@ -156,16 +162,16 @@ def test_ids_keys_and_records(tmp_path):
 
 
 def test_trials_per_cell_flag_is_checked():
-    assert cells.check_trials_per_cell("3") == 3
+    assert check_trials_per_cell("3") == 3
     with pytest.raises(UserError, match="--trials-per-cell: expected a whole number >= 1"):
-        cells.check_trials_per_cell("two")
+        check_trials_per_cell("two")
 
 
 # ---------------------------------------------------------------------------------- searcher (no Ray)
 
 def test_cells_are_interleaved_and_only_declared_cells_are_tuned(tmp_path):
     trials = planned(tmp_path)
-    searcher = cells.CellSearchCore(trials, decl(), storage_dir=tmp_path / "run")
+    searcher = CellSearchCore(trials, decl(), storage_dir=tmp_path / "run")
     emitted = drain(searcher)
     keys = [c["cell"] for c in emitted]
     # every method is started first (trial_order.py: its trials' length is not known yet), then cells
@@ -173,22 +179,22 @@ def test_cells_are_interleaved_and_only_declared_cells_are_tuned(tmp_path):
     assert keys[:3] == ["dense/dense", "gmp/s0.5000", "omp_rigl/s0.5000"]
     assert set(keys[3:8]) == {"dense/dense", "gmp/s0.5000", "gmp/s0.8000", "omp_rigl/s0.5000",
                               "omp_rigl/s0.8000"}
-    planned_by_id = {cells.trial_id_of({"trial": t}): t for t in trials}
-    ids = [cells.trial_id_of(c) for c in emitted]
+    planned_by_id = {trial_id_of({"trial": t}): t for t in trials}
+    ids = [trial_id_of(c) for c in emitted]
     assert len(ids) == len(set(ids)) == 2 + 4 + 2 * 4 * 2      # dense, omp_rigl, gmp: 2 cells x 4 x 2 seeds
     for config in emitted:
-        base = planned_by_id[cells._base_trial_id(config["trial"])]
+        base = planned_by_id[base_trial_id(config["trial"])]
         changed = {k for k, v in config["trial"]["tunables"].items() if base["tunables"][k] != v}
         assert changed <= ({"frequency", "start_fraction"} if config["trial"]["method"] == "gmp" else set())
         if config["tuning"] == 0:                                 # the planned trial, untouched
             assert config["trial"] == base
-            assert ids[emitted.index(config)] == cells.trial_id_of({"trial": base})
+            assert ids[emitted.index(config)] == trial_id_of({"trial": base})
     assert searcher.tuned_cells == ["gmp/s0.5000", "gmp/s0.8000"]
     assert searcher.remaining_trials == 0
 
 
 def test_searcher_waits_for_results_and_respects_the_per_cell_concurrency(tmp_path):
-    searcher = cells.CellSearchCore(gmp_only(tmp_path), decl(), max_concurrent_per_cell=2,
+    searcher = CellSearchCore(gmp_only(tmp_path), decl(), max_concurrent_per_cell=2,
                                     storage_dir=tmp_path / "run")
     first, second = searcher.suggest("a"), searcher.suggest("b")
     assert (first["tuning"], second["tuning"]) == (0, 1)
@@ -201,7 +207,7 @@ def test_searcher_waits_for_results_and_respects_the_per_cell_concurrency(tmp_pa
     searcher.on_trial_complete("c", {"best": 0.6, "level_done": False})  # stopped early: pruned
     fourth = searcher.suggest("d")
     searcher.on_trial_complete("d", {"best": 0.7, "level_done": True})
-    assert searcher.suggest("e") == cells.FINISHED
+    assert searcher.suggest("e") == FINISHED
     states = [t.state.name for t in searcher.study("gmp/s0.5000").trials]
     assert states == ["COMPLETE", "FAIL", "PRUNED", "COMPLETE"] and fourth["tuning"] == 3
     assert searcher.best()["gmp/s0.5000"]["value"] == pytest.approx(0.7)
@@ -214,7 +220,7 @@ def test_validation_rejects_impossible_combinations_without_spending_the_budget(
         if values["start_fraction"] > 0.15:
             raise UserError("start too late")
 
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=6), validate=validate,
+    searcher = CellSearchCore(trials, decl(trials_per_cell=6), validate=validate,
                                     storage_dir=tmp_path / "run")
     emitted = drain(searcher)
     assert len(emitted) == 6 and all(c["trial"]["tunables"]["start_fraction"] <= 0.15 for c in emitted)
@@ -226,12 +232,12 @@ def test_validation_rejects_impossible_combinations_without_spending_the_budget(
 
 def test_defaults_outside_the_declared_space_number_tunings_from_one(tmp_path):
     trials = gmp_only(tmp_path)
-    searcher = cells.CellSearchCore(trials, decl({"gmp": {"frequency": {"choices": [500, 1000]}}}, 2),
+    searcher = CellSearchCore(trials, decl({"gmp": {"frequency": {"choices": [500, 1000]}}}, 2),
                                     storage_dir=tmp_path / "run")
     assert "frequency 4 lies outside search.methods.gmp" in searcher.messages[0]
     emitted = drain(searcher)
     assert [c["tuning"] for c in emitted] == [1, 2]
-    assert [cells.trial_id_of(c) for c in emitted] == ["gmp-s0.5000-seed0-t1", "gmp-s0.5000-seed0-t2"]
+    assert [trial_id_of(c) for c in emitted] == ["gmp-s0.5000-seed0-t1", "gmp-s0.5000-seed0-t2"]
     assert all(c["trial"]["tunables"]["frequency"] in (500, 1000) for c in emitted)
 
 
@@ -239,18 +245,18 @@ def test_resume_continues_the_studies_and_reuses_finished_default_trials(tmp_pat
     trials = planned(tmp_path)
     run = tmp_path / "run"
     # a run without search (budget 1) finished every planned trial: that is tuning 0 of every study
-    first = drain(cells.CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=run))
-    assert len(first) == len(trials) and not (run / cells.STORAGE_FILE).exists()
-    done = {cells.trial_id_of(c): surface(c["trial"]) for c in first}
+    first = drain(CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=run))
+    assert len(first) == len(trials) and not (RunDir(run).optuna_journal).exists()
+    done = {trial_id_of(c): surface(c["trial"]) for c in first}
 
     # budget 3: the defaults are not run again; two tunings per gmp cell, on both seeds
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run, done=done)
+    searcher = CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run, done=done)
     second = drain(searcher)
     assert sorted({c["tuning"] for c in second}) == [1, 2] and len(second) == 2 * 2 * 2
     assert all(c["trial"]["method"] == "gmp" for c in second)
 
     # interrupted mid-way through budget 5: tuning 3 of gmp/s0.5 has one seed back, one still running
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done,
+    searcher = CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done,
                                     max_concurrent_per_cell=1)
     config = searcher.suggest("x")
     assert (config["cell"], config["tuning"]) == ("gmp/s0.5000", 3)
@@ -258,7 +264,7 @@ def test_resume_continues_the_studies_and_reuses_finished_default_trials(tmp_pat
     running = searcher.suggest("y")
     assert (running["cell"], running["tuning"]) == ("gmp/s0.8000", 3)
     # ... the driver dies. A new searcher on the same run directory:
-    resumed = cells.CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done)
+    resumed = CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done)
     rest = drain(resumed)
     got = sorted((c["cell"], c["tuning"], c["trial"]["seed"]) for c in rest)
     assert got == [("gmp/s0.5000", 3, 1), ("gmp/s0.5000", 4, 0), ("gmp/s0.5000", 4, 1),
@@ -271,20 +277,20 @@ def test_resume_continues_the_studies_and_reuses_finished_default_trials(tmp_pat
     expected = sum(done[f"gmp-s0.5000-seed{s}"] for s in (0, 1)) / 2
     assert resumed.study("gmp/s0.5000").trials[0].value == pytest.approx(expected)
     # nothing left: a fourth searcher finishes at once
-    assert cells.CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done).suggest("z") \
-        == cells.FINISHED
+    assert CellSearchCore(trials, decl(trials_per_cell=5), storage_dir=run, done=done).suggest("z") \
+        == FINISHED
 
 
 def test_resume_survives_a_driver_killed_mid_write(tmp_path):
     trials = gmp_only(tmp_path)
     run = tmp_path / "run"
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run)
+    searcher = CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run)
     assert searcher.suggest("a")["tuning"] == 0
     searcher.on_trial_complete("a", {"best": 0.5, "level_done": True})
     searcher.study("gmp/s0.5000").ask().suggest_categorical("frequency", [2, 4, 8])  # died inside ask()
-    with open(run / cells.STORAGE_FILE, "ab") as journal:
+    with open(RunDir(run).optuna_journal, "ab") as journal:
         journal.write(b'{"op_code": 5, "worker')                                     # ... mid-append
-    resumed = cells.CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run)
+    resumed = CellSearchCore(trials, decl(trials_per_cell=3), storage_dir=run)
     assert [c["tuning"] for c in drain(resumed)] == [2, 3]
     states = [(t.state.name, t.user_attrs.get("infeasible")) for t in resumed.study("gmp/s0.5000").trials]
     assert states == [("COMPLETE", None), ("FAIL", "interrupted ask"), ("COMPLETE", None), ("COMPLETE", None)]
@@ -295,11 +301,11 @@ def test_resume_survives_a_driver_killed_mid_write(tmp_path):
 def test_a_resumed_tuning_keeps_its_number_and_is_told_like_any_other(tmp_path, last, state, value):
     trials = gmp_only(tmp_path, (0.5,), (0, 1))
     run = tmp_path / "run"
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
+    searcher = CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
     first = searcher.suggest("a")
     searcher.on_trial_complete("a", {"best": 0.5, "level_done": True})
     assert searcher.suggest("b")["trial"]["seed"] == 1                     # ... the driver dies here
-    resumed = cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
+    resumed = CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=run)
     again = resumed.suggest("b2")
     assert (again["tuning"], again["trial"]["seed"]) == (first["tuning"], 1)
     resumed.on_trial_complete("b2", last, error=last is None)
@@ -311,16 +317,18 @@ def test_a_resumed_tuning_keeps_its_number_and_is_told_like_any_other(tmp_path, 
 
 def test_a_changed_search_does_not_continue_an_old_study(tmp_path):
     trials = gmp_only(tmp_path)
-    drain(cells.CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=tmp_path / "run"))
+    drain(CellSearchCore(trials, decl(trials_per_cell=2), storage_dir=tmp_path / "run"))
     other = decl({"gmp": {"frequency": {"choices": [2, 4]}}}, 2)
     with pytest.raises(UserError, match="cell gmp/s0.5000 was started with a different space"):
-        cells.CellSearchCore(trials, other, storage_dir=tmp_path / "run")
+        CellSearchCore(trials, other, storage_dir=tmp_path / "run")
 
 
 def test_searcher_state_round_trips_in_flight_trials(tmp_path):
     pytest.importorskip("ray")
+    from smctune.sweep.tune_classes import CellSearcher
+
     trials = gmp_only(tmp_path, (0.5,), (0, 1))
-    searcher = cells.CellSearcher(trials, decl(trials_per_cell=2), storage_dir=tmp_path / "run")
+    searcher = CellSearcher(trials, decl(trials_per_cell=2), storage_dir=tmp_path / "run")
     a, b = searcher.suggest("a"), searcher.suggest("b")
     searcher.on_trial_complete("a", {"best": 0.5, "level_done": True})
     searcher.save(str(tmp_path / "searcher.json"))
@@ -344,6 +352,8 @@ def test_cell_asha_never_stops_a_trial_because_of_another_sparsity(tmp_path):
     pytest.importorskip("ray")
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
+    from smctune.sweep.tune_classes import CellASHA
+
     trials = gmp_only(tmp_path, (0.2, 0.8), (0,))
     low, high = sorted(trials, key=lambda t: t["sparsity"])
     low_a, low_b, high_a = _trial(low, "low-a"), _trial(low, "low-b"), _trial(high, "high-a")
@@ -351,7 +361,7 @@ def test_cell_asha_never_stops_a_trial_because_of_another_sparsity(tmp_path):
 
     global_asha = AsyncHyperBandScheduler(metric="best", mode="max", time_attr="global_step", grace_period=1,
                                           max_t=8, reduction_factor=2)
-    ours = cells.CellASHA(time_attr="global_step", grace_period=1, max_t=8, reduction_factor=2)
+    ours = CellASHA(time_attr="global_step", grace_period=1, max_t=8, reduction_factor=2)
     decisions = {"global": {}, "cell": {}}
     for trial, value in stream:
         global_asha.on_trial_add(None, trial)
@@ -374,15 +384,35 @@ def test_cell_asha_never_stops_a_trial_because_of_another_sparsity(tmp_path):
     assert ours.on_trial_result(None, seed1, {"global_step": 1, "best": 0.1}) == TrialScheduler.CONTINUE
 
 
+def test_cell_asha_state_round_trips_through_json(tmp_path):
+    pytest.importorskip("ray")
+    from ray.tune.schedulers import TrialScheduler
+
+    from smctune.sweep.tune_classes import CellASHA
+
+    low = gmp_only(tmp_path, (0.2,), (0,))[0]
+    asha = CellASHA(time_attr="global_step", grace_period=1, max_t=8, reduction_factor=2)
+    asha.on_trial_result(None, _trial(low, "a"), {"global_step": 1, "best": 0.8})
+    asha.on_trial_result(None, _trial(low, "b"), {"global_step": 1, "best": 0.7})
+    asha.save(str(tmp_path / "asha.json"))
+    restored = CellASHA()
+    restored.restore(str(tmp_path / "asha.json"))
+    assert json.loads((tmp_path / "asha.json").read_text())["stopped"] == ["b"] == restored.stopped
+    assert restored.rungs.rungs == asha.rungs.rungs and restored.rungs.decisions == asha.rungs.decisions
+    # the restored rungs go on comparing within the key: a third tuning below "a" is stopped
+    result = {"global_step": 1, "best": 0.72}
+    assert restored.on_trial_result(None, _trial(low, "c"), result) == TrialScheduler.STOP
+
+
 def test_rungs_compare_at_milestones_only_within_a_key():
-    rungs = cells.CellRungs(grace_period=2, max_t=8, reduction_factor=2)
+    rungs = CellRungs(grace_period=2, max_t=8, reduction_factor=2)
     assert rungs.milestones == [2, 4, 8]
     assert not rungs.on_result("k", "a", 1, 0.1)           # before the first rung: never compared
     assert not rungs.on_result("k", "a", 2, 0.9)
     assert rungs.on_result("k", "b", 2, 0.5)               # below a's value at rung 2
     assert not rungs.on_result("other", "c", 2, 0.0)       # another key: compared with nobody
     assert not rungs.on_result("k", "a", 3, 0.1)           # judged at rung 2 already, rung 4 not reached
-    minimize = cells.CellRungs(grace_period=1, max_t=4, reduction_factor=2, mode="min")
+    minimize = CellRungs(grace_period=1, max_t=4, reduction_factor=2, mode="min")
     assert not minimize.on_result("k", "a", 1, 1.0)
     assert minimize.on_result("k", "b", 1, 2.0)
 
@@ -412,21 +442,23 @@ def _tuner(searcher, storage, name, scheduler=None, trainable=None):
         param_space={"threads": 1},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, scheduler=scheduler,
                                     reuse_actors=True,
-                                    trial_name_creator=lambda t: cells.trial_id_of(t.config),
-                                    trial_dirname_creator=lambda t: cells.trial_id_of(t.config)),
+                                    trial_name_creator=lambda t: trial_id_of(t.config),
+                                    trial_dirname_creator=lambda t: trial_id_of(t.config)),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
 
 
 def test_one_tuner_runs_every_cell_with_optuna_inside_two(tmp_path, ray_session):
+    from smctune.sweep.tune_classes import CellSearcher
+
     trials = planned(tmp_path)
     run = tmp_path / "run"
-    searcher = cells.CellSearcher(trials, decl(), seed=3, storage_dir=run)
+    searcher = CellSearcher(trials, decl(), seed=3, storage_dir=run)
     results = _tuner(searcher, run / "ray", "stage1").fit()
 
     assert not results.errors
     configs = [r.config for r in results]
     assert {r.path.rsplit("/", 1)[0] for r in results} == {str(run / "ray" / "stage1")}  # one Tuner
-    ids = sorted(cells.trial_id_of(c) for c in configs)
+    ids = sorted(trial_id_of(c) for c in configs)
     assert len(ids) == len(set(ids)) == 22
     by_cell = {}
     for config in configs:
@@ -457,8 +489,8 @@ def test_one_tuner_runs_every_cell_with_optuna_inside_two(tmp_path, ray_session)
 
     # resumed with a larger budget, a new searcher on the run directory asks only for what is left:
     # one more tuning of each GMP cell (on both seeds); the finished untuned trials come from `done`
-    done = {cells.trial_id_of(c): None for c in configs if c["trial"]["method"] != "gmp"}
-    resumed = cells.CellSearchCore(trials, decl(trials_per_cell=5), seed=3, storage_dir=run, done=done)
+    done = {trial_id_of(c): None for c in configs if c["trial"]["method"] != "gmp"}
+    resumed = CellSearchCore(trials, decl(trials_per_cell=5), seed=3, storage_dir=run, done=done)
     assert resumed.remaining_trials == 4
     more = drain(resumed)
     assert sorted((c["cell"], c["tuning"], c["trial"]["seed"]) for c in more) == [
@@ -468,18 +500,20 @@ def test_one_tuner_runs_every_cell_with_optuna_inside_two(tmp_path, ray_session)
 def test_cell_asha_in_a_tuner_never_stops_a_trial_of_another_sparsity(tmp_path, ray_session):
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
+    from smctune.sweep.tune_classes import CellASHA, CellSearcher
+
     trials = gmp_only(tmp_path, (0.5, 0.8))
     run = tmp_path / "run"
     # one tuning at a time per cell: each new tuning meets the finished ones at every rung
-    searcher = cells.CellSearcher(trials, decl(trials_per_cell=4), seed=1, storage_dir=run,
+    searcher = CellSearcher(trials, decl(trials_per_cell=4), seed=1, storage_dir=run,
                                   max_concurrent_per_cell=1)
-    asha = cells.CellASHA(time_attr="global_step", grace_period=1, max_t=4, reduction_factor=2)
+    asha = CellASHA(time_attr="global_step", grace_period=1, max_t=4, reduction_factor=2)
     # at sparsity 0.8 the GMP settings do not matter (every tuning scores the same), and every
     # 0.8 trial scores below every 0.5 trial
     trainable = _surface_trainable(flat_above=0.7)
     results = _tuner(searcher, run / "ray", "asha", scheduler=asha, trainable=trainable).fit()
     assert not results.errors and len(results) == 8
-    key_of = {r.metrics["trial_id"]: cells.member_key(r.config["trial"]) for r in results}
+    key_of = {r.metrics["trial_id"]: member_key(r.config["trial"]) for r in results}
     assert len(set(key_of.values())) == 2
     for key, trial_id, _, _, _, _, peers in asha.rungs.decisions:
         assert key_of[trial_id] == key and all(key_of[peer] == key for peer in peers)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from smctune.config import SweepSpec, load_search_space
-from smctune.progress import ProgressPrinter
-from smctune.report import write_report
-from smctune.sweep import plan_trials, run_sweep, tuned_trial_count
-from smctune.tracking import MLflowTracker, default_tracking_uri
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.progress import ProgressPrinter
+from smctune.report.write import write_report
+from smctune.sweep.plan import plan_trials, tuned_trial_count
+from smctune.sweep.run import run_sweep
+from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
 from test_sweep import FAST_SPACE
 

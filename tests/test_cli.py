@@ -23,7 +23,7 @@ def smctune(*args: str, cwd=None, timeout=180) -> subprocess.CompletedProcess:
 def test_help_and_ls_import_neither_torch_nor_ray(argv):
     probe = textwrap.dedent(f"""
         import sys
-        from smctune.cli import main
+        from smctune.cli.main import main
         try:
             main({argv!r})
         except SystemExit:

@@ -50,8 +50,8 @@ from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
 from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
 from ray.core.generated.autoscaler_pb2 import ResourceRequest, ResourceRequestByCount
 
-from smctune import registry
-from smctune.config import load_search_space
+from smctune.catalog import registry
+from smctune.config.search_space import load_search_space
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from smctune.collapse import LOSS_NOT_FINITE, at_chance_reason, check, empty_layer_reason
-from smctune.config import StopSettings, SweepSpec, load_search_space
+from smctune.train.collapse import LOSS_NOT_FINITE, at_chance_reason, empty_layer_reason
+from smctune.config.settings import StopSettings
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
 from smctune.errors import UserError
 from smctune.pruning.mask import LayerStat
-from smctune.train import CallbackReporter, Trial
+from smctune.train.trial import CallbackReporter, Trial
 
 from test_sweep import FAST_SPACE
 from test_train import _spec
@@ -49,13 +51,19 @@ def test_empty_layer_counts_only_the_named_matrices():
     assert empty_layer_reason(StopSettings(empty_layers=("^head",)), layers) is None
 
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(chance_evals=-1), "chance_evals"), (dict(after_fraction=1.5), "after_fraction"),
-    (dict(chance_margin=1.0), "chance_margin"), (dict(empty_layers=("(",)), "not a regular expression")])
-def test_bad_stop_settings_are_one_line_errors(settings, match):
-    with pytest.raises(UserError, match=match) as err:
-        check(StopSettings(**settings), "space.yaml: presets.small")
-    assert "\n" not in str(err.value)
+@pytest.mark.parametrize("settings, message", [
+    (dict(chance_evals=-1), "presets.small.stop.chance_evals: must be >= 0, got -1"),
+    (dict(after_fraction=1.5), "presets.small.stop.after_fraction: must be <= 1, got 1.5"),
+    (dict(chance_margin=1.0), "presets.small.stop.chance_margin: must be < 1, got 1.0"),
+    (dict(chance_evals=1.5), "presets.small.stop.chance_evals: expected an integer, got 1.5"),
+    (dict(empty_layers=["("]), "presets.small.stop.empty_layers[0]: '(' is not a regular expression")])
+def test_bad_stop_settings_are_one_line_errors(settings, message):
+    from smctune.config.schema import StopBlock
+    from smctune.config.validation import validate
+
+    with pytest.raises(UserError) as err:
+        validate(StopBlock, settings, "space.yaml", "presets.small.stop")
+    assert str(err.value).startswith(f"space.yaml: {message}") and "\n" not in str(err.value)
 
 
 def test_search_space_stop_block_is_validated(tmp_path):
@@ -120,10 +128,11 @@ def test_diverged_pruned_trial_is_collapsed(space, tmp_path):
 
 
 def test_collapsed_trials_in_a_real_sweep(tmp_path, ray_session):
-    from smctune.progress import ProgressPrinter
-    from smctune.report import write_report
-    from smctune.sweep import plan_trials, run_sweep
-    from smctune.tracking import MLflowTracker, default_tracking_uri
+    from smctune.sweep.progress import ProgressPrinter
+    from smctune.report.write import write_report
+    from smctune.sweep.plan import plan_trials
+    from smctune.sweep.run import run_sweep
+    from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
     text = FAST_SPACE.replace("    resources: {cpu: 1}", "    resources: {cpu: 1}\n"
                               "    stop: {chance_evals: 1, chance_margin: 0.99, after_fraction: 0.0}")

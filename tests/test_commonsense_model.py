@@ -15,7 +15,10 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from smctune.config import ModelSettings, TrialSpec, load_search_space, parse_keep_dense  # noqa: E402
+from smctune.config.settings import ModelSettings
+from smctune.config.specs import TrialSpec
+from smctune.config.search_space import load_search_space
+from smctune.config.values import parse_keep_dense  # noqa: E402
 from smctune.pruning import select_prunable  # noqa: E402
 from smctune.trainables.backbone import CONFIG_TOKENIZER_PACKAGE, package_model_path  # noqa: E402
 from smctune.trainables.commonsense.csqa import CSQATask  # noqa: E402
@@ -172,8 +175,8 @@ def test_paper_preset_builds_a_roberta_model(name, tiny_roberta_dir, tmp_path):
 # --keep-dense through a real (Ray-free) trial on hand-written RACE-H files
 
 def test_keep_dense_trial_on_race_h_leaves_embeddings_and_head_dense(tmp_path):
-    from smctune import registry
-    from smctune.train import CallbackReporter, Trial
+    from smctune.catalog import registry
+    from smctune.train.trial import CallbackReporter, Trial
 
     data_dir = write_race(tmp_path / "race", "articles")
     space = load_search_space("race-h")

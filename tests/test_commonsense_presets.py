@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from smctune import registry
-from smctune.config import SweepSpec, load_search_space, parse_keep_dense
+from smctune.catalog import registry
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.config.values import parse_keep_dense
 from smctune.errors import UserError
-from smctune.sweep import plan_trials
+from smctune.sweep.plan import plan_trials
 from smctune.trainables.commonsense.race import TRAIN_QUESTIONS
 from test_cli import _assert_user_error, smctune
 
@@ -84,7 +86,7 @@ def test_keep_dense_is_recorded_in_every_trial(tmp_path):
 def test_search_space_groups_are_checked(tmp_path):
     bad = tmp_path / "space.yaml"
     bad.write_text("task: csqa\nprunable:\n  groups:\n    head: '^head'\npresets:\n  smoke: {}\n")
-    with pytest.raises(UserError, match="prunable.groups.head must be a non-empty list"):
+    with pytest.raises(UserError, match=r"space.yaml: prunable.groups.head: expected a list, got '\^head'"):
         load_search_space("csqa", str(bad))
 
 

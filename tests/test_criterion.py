@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from smctune.analysis import FAILS_AT, NEVER, CellStat, cell_stat, failing_sparsity
-from smctune.criterion import Criterion, Tolerance, parse_alpha, parse_tolerance, welch_p_below
+from smctune.report.analysis import FAILS_AT, NEVER, failing_sparsity
+from smctune.report.cell_stats import CellStat, cell_stat
+from smctune.report.criterion import Criterion, Tolerance, parse_alpha, parse_tolerance, welch_p_below
 from smctune.errors import UserError
 
 

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from smctune.config import ModelSettings, load_search_space  # noqa: E402
+from smctune.config.settings import ModelSettings
+from smctune.config.search_space import load_search_space  # noqa: E402
 from smctune.errors import UserError  # noqa: E402
 from smctune.trainables.commonsense.csqa import CSQATask  # noqa: E402
 

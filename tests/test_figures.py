@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from smctune import figures
 from smctune.errors import UserError
-from smctune.figures import plot_heatmap, plot_layerwise, plot_similarity, save_figure, short_layer_name
+from smctune.report.figures import layerwise, style
+from smctune.report.figures.layerwise import plot_layerwise, short_layer_name
+from smctune.report.figures.matrices import plot_heatmap, plot_similarity
+from smctune.report.figures.style import save_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LONG_NAME = "magnitude pruning after fine-tuning with lottery-ticket rewinding to iteration zero"
@@ -33,13 +35,13 @@ def assert_png(path: Path) -> None:
 def drawn(monkeypatch):
     """The figures as saved, to check what they show; they are still written to disk."""
     saved = []
-    real = figures.save_figure
+    real = style.save_figure
 
     def keep(fig, path):
         saved.append(fig)
         return real(fig, path)
 
-    monkeypatch.setattr(figures, "save_figure", keep)
+    monkeypatch.setattr(style, "save_figure", keep)
     return saved
 
 
@@ -80,7 +82,7 @@ def test_short_layer_name(name, short):
 def test_colliding_short_names_fall_back_to_full_names():
     layers = ["model.layer.0.attention.self.query.weight", "layer.0.attention.self.query.weight",
               "layer.1.attention.self.query.weight"]
-    assert figures._tick_labels(layers) == layers[:2] + ["L1 q"]
+    assert layerwise._tick_labels(layers) == layers[:2] + ["L1 q"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +208,7 @@ def test_similarity_without_data_says_so(tmp_path, drawn, methods, values):
 
 @pytest.fixture
 def figure():
-    figures.load_pyplot()
+    style.load_pyplot()
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(2, 2))
@@ -249,6 +251,6 @@ def test_plot_functions_report_unwritable_directory(tmp_path):
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, smctune.figures; print('matplotlib' in sys.modules)"
+    code = "import sys, smctune.report.figures.registry; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from smctune import registry
-from smctune.config import SweepSpec, TrialSpec
+from smctune.catalog import registry
+from smctune.config.specs import SweepSpec, TrialSpec
 from smctune.errors import UserError
-from smctune.masks import load_mask, mask_files, mask_path, save_mask
+from smctune.rundir.masks import load_mask, mask_files, mask_path, save_mask
 
 
 def _meta(path) -> dict:
@@ -119,7 +119,7 @@ def test_bad_input_and_bad_files_are_user_errors(tmp_path):
 # the sweep and a real trial
 
 def test_every_planned_trial_saves_into_the_run_directory(space, tmp_path):
-    from smctune.sweep import plan_trials
+    from smctune.sweep.plan import plan_trials
 
     run_dir = tmp_path / "runs" / "x"
     spec = SweepSpec(task="csqa", methods=("omp_before", "lth"), sparsities=(0.2, 0.36), seeds=(0,),
@@ -131,8 +131,8 @@ def test_every_planned_trial_saves_into_the_run_directory(space, tmp_path):
 
 def test_a_trial_saves_the_mask_its_record_describes(space, tmp_path):
     from smctune.pruning import num_pruned
-    from smctune.records import layer_summary
-    from smctune.train import CallbackReporter, Trial
+    from smctune.rundir.records import layer_summary
+    from smctune.train.trial import CallbackReporter, Trial
 
     preset = space.preset("smoke")
     spec = TrialSpec(task="csqa", method="omp_before", sparsity=0.36, seed=0, preset="smoke",
@@ -161,7 +161,7 @@ def test_a_trial_saves_the_mask_its_record_describes(space, tmp_path):
 
 
 def test_an_imp_trial_saves_one_file_per_round(space, tmp_path):
-    from smctune.train import CallbackReporter, Trial
+    from smctune.train.trial import CallbackReporter, Trial
 
     preset = space.preset("smoke")
 

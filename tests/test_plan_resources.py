@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smctune import estimate
-from smctune.config import Resources, SweepSpec, load_search_space
+from smctune.sweep import estimate
+from smctune.config.settings import Resources
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
 from smctune.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ def plan(*args: str, tmp_path) -> tuple[str, bool]:
     """Run `smctune plan` in a fresh interpreter; also report whether it left a Ray running."""
     probe = textwrap.dedent(f"""
         import sys
-        from smctune.cli import main
+        from smctune.cli.main import main
         code = main({["plan", *args, "--storage", str(tmp_path / "runs")]!r})
         started = "ray" in sys.modules and sys.modules["ray"].is_initialized()
         print("EXIT", code, "RAY", started)
@@ -138,17 +140,17 @@ def test_sweep_refuses_a_trial_this_machine_cannot_hold(tmp_path):
 
 
 def test_gpus_per_trial_is_pinned_in_sweep_json(tmp_path):
-    from smctune.cli import _record_spec
+    from smctune.sweep.driver import record_spec
 
     fields = dict(task="csqa", methods=("dense",), sparsities=(0.5,), seeds=(0,), preset="smoke",
                   preset_reason="requested", name="g", run_dir=str(tmp_path), mlflow_uri="")
-    _record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.25))
+    record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.25))
     assert SweepSpec.from_json((tmp_path / "sweep.json").read_text()).gpus_per_trial == 0.25
-    _record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.25))  # same settings: continues
+    record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.25))  # same settings: continues
     with pytest.raises(UserError, match="gpus_per_trial"):
-        _record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.5))
+        record_spec(tmp_path, SweepSpec(**fields, gpus_per_trial=0.5))
     with pytest.raises(UserError, match="gpus_per_trial"):
-        _record_spec(tmp_path, SweepSpec(**fields))
+        record_spec(tmp_path, SweepSpec(**fields))
     data = json.loads(SweepSpec(**fields).to_json())
     del data["gpus_per_trial"]  # a sweep.json written before the option existed
     assert SweepSpec.from_json(json.dumps(data)).gpus_per_trial is None
@@ -208,7 +210,9 @@ def test_makespan_replays_trials_in_order_on_the_slots():
 def test_resource_request_memory_in_bytes_and_fractional_gpu():
     from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
-    from smctune.sweep import resource_request, trial_config, trial_resources
+    from smctune.config.search_space import trial_resources
+
+    from smctune.sweep.tune_trainable import resource_request, trial_config
 
     space = load_search_space("mawps")
     spec = SweepSpec(task="mawps", methods=("dense",), sparsities=(0.5,), seeds=(0,), preset="paper",
@@ -227,8 +231,9 @@ def test_resource_request_memory_in_bytes_and_fractional_gpu():
 def test_trial_threads_are_the_cpu_share_unless_train_threads_is_set(monkeypatch):
     import dataclasses
 
-    import smctune.train as train
-    from smctune.sweep import plan_trials, trainable, trial_threads
+    import smctune.train.trial as train
+    from smctune.sweep.plan import plan_trials
+    from smctune.sweep.tune_trainable import trainable, trial_threads
 
     assert [trial_threads(c) for c in (4, 2.9, 1, 0.5, 0)] == [4, 2, 1, 1, 1]
     assert trial_threads(4, configured=2) == 2 and trial_threads(1, configured=3) == 3
@@ -339,20 +344,20 @@ def test_mlflow_rule():
 
 
 def test_sweep_refusal_combines_the_rules(monkeypatch, tmp_path):
-    from smctune import cli
+    from smctune.sweep import cluster
 
-    monkeypatch.setattr(cli, "_read_mounts", lambda: MOUNTS)
+    monkeypatch.setattr(cluster, "read_mounts", lambda: MOUNTS)
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     base = dict(task="csqa", methods=("dense",), sparsities=(0.5,), seeds=(0,), preset="paper",
                 preset_reason="", name="n")
     request = estimate.ray_request(4, 1, 24)
     local = SweepSpec(**base, run_dir="/home/me/smctune_runs/n", mlflow_uri="sqlite:////home/me/smctune_runs/n/mlflow.db")
-    problems = cli._multinode_problems(local, AWS, "head", request, shared_storage=False, default_mlflow=True)
+    problems = cluster.multinode_problems(local, AWS, "head", request, shared_storage=False, default_mlflow=True)
     assert len(problems) == 2 and "--storage /home/me/smctune_runs" in problems[0]
     assert "the default --mlflow-uri is a sqlite file" in problems[1]
-    declared = cli._multinode_problems(local, AWS, "head", request, shared_storage=True, default_mlflow=True)
+    declared = cluster.multinode_problems(local, AWS, "head", request, shared_storage=True, default_mlflow=True)
     assert len(declared) == 1 and "unsafe" in declared[0]
     shared = SweepSpec(**base, run_dir="/mnt/smctune/runs/n", mlflow_uri="http://mlflow:5000")
-    assert cli._multinode_problems(shared, AWS, "head", request, False, False) == []
+    assert cluster.multinode_problems(shared, AWS, "head", request, False, False) == []
     single = [ray_node("head", CPU=8.0, GPU=1.0, memory=64.0 * GIB)]
-    assert cli._multinode_problems(local, single, "head", request, False, True) == []
+    assert cluster.multinode_problems(local, single, "head", request, False, True) == []

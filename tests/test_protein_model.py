@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("esm")
 
-from smctune.config import ModelSettings, TrainSettings  # noqa: E402
+from smctune.config.settings import ModelSettings, TrainSettings  # noqa: E402
 from smctune.errors import UserError  # noqa: E402
 from smctune.trainables.protein import backbones  # noqa: E402
 from smctune.trainables.protein.backbones import check_model, load_backbone, load_checkpoint  # noqa: E402

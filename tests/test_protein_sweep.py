@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from smctune.config import SweepSpec, load_search_space
-from smctune.progress import ProgressPrinter
-from smctune.registry import PAPER_METHODS
-from smctune.sweep import plan_trials, run_sweep
-from smctune.tracking import MLflowTracker, default_tracking_uri
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.progress import ProgressPrinter
+from smctune.catalog.registry import PAPER_METHODS
+from smctune.sweep.plan import plan_trials
+from smctune.sweep.run import run_sweep
+from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 from smctune.trainables.protein import data, fasta
 
 SMCTUNE = str(Path(sys.executable).with_name("smctune"))

@@ -11,10 +11,11 @@ import dataclasses
 import pytest
 import torch
 
-from smctune import registry
-from smctune.config import TrialSpec, load_search_space
+from smctune.catalog import registry
+from smctune.config.specs import TrialSpec
+from smctune.config.search_space import load_search_space
 from smctune.pruning import compute_mask, num_pruned, select_prunable
-from smctune.train import CallbackReporter, Trial
+from smctune.train.trial import CallbackReporter, Trial
 
 TASK = "thermo-hotcold"
 
@@ -88,7 +89,7 @@ def test_smcbench_imp_rounds_are_shorter_with_a_fresh_head(space, tmp_path, sing
     reporter = CallbackReporter()
     trial = Trial(lth, reporter, device="cpu")
     heads = []
-    original = trial._reinit_head
+    original = trial.reinit_head
 
     def spy(round_):
         before = {n: p.detach().clone() for n, p in trial.model.named_parameters()}
@@ -96,7 +97,7 @@ def test_smcbench_imp_rounds_are_shorter_with_a_fresh_head(space, tmp_path, sing
         after = dict(trial.model.named_parameters())
         heads.append({n: torch.equal(before[n], after[n]) for n in before})
 
-    trial._reinit_head = spy
+    trial.reinit_head = spy
     trial.run()
     budget = round(0.75 * lth.train.max_steps)
     ends = [r["step"] for r in reporter.reports if r["level_done"]]
@@ -116,6 +117,6 @@ def test_reinit_head_is_seeded_by_round(space, tmp_path, single_thread):
     for round_ in (1, 1, 2):
         torch.manual_seed(123)
         trial.model = trial.runtime.new_model()
-        trial._reinit_head(round_)
+        trial.reinit_head(round_)
         draws.append(trial.model.head[0].weight.detach().clone())
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])

@@ -11,11 +11,13 @@ import math
 import pytest
 import torch
 
-from smctune import optim, registry
-from smctune.config import (SweepSpec, TrainSettings, TrialSpec, load_search_space, resolve_epochs,
-                            stable_hash)
+from smctune.train import optim
+from smctune.catalog import registry
+from smctune.config.specs import SweepSpec, TrialSpec, stable_hash
+from smctune.config.settings import TrainSettings, resolve_epochs
+from smctune.config.search_space import load_search_space
 from smctune.errors import UserError
-from smctune.sweep import plan_trials
+from smctune.sweep.plan import plan_trials
 from test_axes_recipes import lrs_over_steps
 
 
@@ -255,7 +257,7 @@ def test_a_sweep_recorded_before_train_examples_can_continue(tmp_path):
     same sweep continues under the name (the data check now fills train_examples in)."""
     import json
 
-    from smctune.cli import _record_spec
+    from smctune.sweep.driver import record_spec
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -263,6 +265,6 @@ def test_a_sweep_recorded_before_train_examples_can_continue(tmp_path):
     del old["train_examples"], old["prune_only"]
     (run_dir / "sweep.json").write_text(json.dumps(old))
     assert SweepSpec.from_json((run_dir / "sweep.json").read_text()).prune_only == ()
-    _record_spec(run_dir, sweep(tmp_path, train_examples=16))
+    record_spec(run_dir, sweep(tmp_path, train_examples=16))
     with pytest.raises(UserError, match="different seeds"):
-        _record_spec(run_dir, dataclasses.replace(sweep(tmp_path), seeds=(0, 1)))
+        record_spec(run_dir, dataclasses.replace(sweep(tmp_path), seeds=(0, 1)))

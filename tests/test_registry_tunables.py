@@ -3,12 +3,13 @@ import dataclasses
 
 import pytest
 
-from smctune import registry
-from smctune.config import SearchSpace, SweepSpec, load_search_space
+from smctune.catalog import registry
+from smctune.config.search_space import SearchSpace, load_search_space
+from smctune.config.specs import SweepSpec
 from smctune.errors import UserError
 from smctune.pruning import GMPSchedule
-from smctune.sweep import plan_trials
-from smctune.tunables import Tunable, check_all
+from smctune.sweep.plan import plan_trials
+from smctune.catalog.tunables import Tunable, check_all
 
 PAPER_ELEVEN = ("lth", "omp_after", "random_after", "gmp", "omp_before", "random_before", "snip",
                 "omp_rigl", "random_rigl", "snip_rigl", "obert")

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from smctune.analysis import (FAILS_AT, NEVER, NO_DATA, NO_DENSE, CellStat, cells, dense_baseline,
-                              failing_sparsity, load_run, summarize)
-from smctune.config import SweepSpec, paper_grid
-from smctune.criterion import Criterion, Tolerance, parse_tolerance
+from smctune.report.analysis import FAILS_AT, NEVER, NO_DATA, NO_DENSE, failing_sparsity, summarize
+from smctune.report.cell_stats import CellStat, cells, dense_baseline
+from smctune.report.load import load_run
+from smctune.config.specs import SweepSpec
+from smctune.config.settings import paper_grid
+from smctune.report.criterion import Criterion, Tolerance, parse_tolerance
 from smctune.errors import UserError
-from smctune.report import format_table, plot_curves, write_report, write_results_json
+from smctune.report.figures.curves import plot_curves
+from smctune.report.results_json import write_results_json
+from smctune.report.tables import format_table
+from smctune.report.write import write_report
 
 GRID = paper_grid(4)  # (0.2, 0.36, 0.488, 0.5904)
 
@@ -367,7 +372,7 @@ def test_every_figure_the_report_lists_is_on_disk_and_nothing_else(tmp_path):
 
 
 def test_an_unwritable_output_directory_is_a_one_line_user_error(tmp_path):
-    from smctune.report import ReportOptions
+    from smctune.report.write import ReportOptions
 
     root = realistic_run(tmp_path / "run")
     blocked = tmp_path / "file"
@@ -426,13 +431,11 @@ def test_empty_results_dir_reports_dashes(tmp_path):
 
 def test_table_warns_when_dense_is_at_chance(tmp_path):
     """Smoke runs train random-weight models: the table must say its marks are noise."""
-    from smctune import analysis, report
-
     def table_for(dense_value):
         run_dir = make_run(tmp_path / f"run{dense_value}", grid=(0.2,))
         add_dense(run_dir, dense_value)
         add_curve(run_dir, "omp_after", [0.19], grid=(0.2,))
-        return report.format_table(analysis.summarize(analysis.load_run(run_dir)))
+        return format_table(summarize(load_run(run_dir)))
 
     assert "dense is at chance level" in table_for(0.195)
     assert "dense is at chance level" not in table_for(0.60)
@@ -442,14 +445,15 @@ def test_table_warns_when_dense_is_at_chance(tmp_path):
 # the full report on synthetic runs: schema round trip, partial sweeps, significance in the table
 
 def test_results_json_round_trips_and_report_files(tmp_path):
-    from smctune import report_build
-    from smctune.report import ReportOptions, results_document
+    from smctune.report.facts import run_facts
+    from smctune.report.results_json import results_document
+    from smctune.report.write import ReportOptions
 
     root = realistic_run(tmp_path / "run")
     paths = write_report(root, ReportOptions(criterion=pts(3)))
     on_disk = json.loads(paths.results_json.read_text())
     run = load_run(root)
-    again = results_document([summarize(run, criterion=pts(3))], None, report_build.run_facts(run))
+    again = results_document([summarize(run, criterion=pts(3))], None, run_facts(run))
     assert on_disk == json.loads(json.dumps(again))       # what is written is what the API computes
     assert on_disk["compute"]["trial_seconds"] == pytest.approx(29.0)  # 2 seeds x 14 trials + 1 failed, 1 s each and on_disk["compute"]["gpu_seconds"] == 0
     assert on_disk["completeness"]["planned"] is None       # no plan.json: said, not guessed
@@ -476,7 +480,7 @@ def test_partial_sweep_report_names_what_is_missing(tmp_path):
 
 
 def test_table_marks_levels_below_threshold_but_not_significant(tmp_path):
-    from smctune.report import ReportOptions
+    from smctune.report.write import ReportOptions
 
     root = make_run(tmp_path / "run", methods=("dense", "gmp"), seeds=(0, 1, 2))
     for seed, (d, noisy, clear) in enumerate(((0.80, 0.60, 0.60), (0.81, 0.85, 0.61), (0.79, 0.80, 0.59))):
@@ -511,7 +515,7 @@ def test_a_finished_threshold_search_is_not_called_partial(tmp_path):
 
 
 def test_layerwise_figures_go_to_the_levels_nearest_the_wanted_ones_that_have_layer_data():
-    from smctune.report_build import layer_levels
+    from smctune.report.figures.registry import layer_levels
 
     profiles = {("gmp", 0.2): {}, ("gmp", 0.488): {}, ("snip", 0.5904): {}}
     assert layer_levels(profiles, None) == (0.488, 0.5904)        # 0.36 -> 0.488; 0.672, 0.832 -> 0.5904

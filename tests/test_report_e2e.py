@@ -128,11 +128,11 @@ def test_a_report_that_fails_after_the_trials_ends_the_parent_run_failed(tmp_pat
     from mlflow.tracking import MlflowClient
 
     probe = (
-        "import sys, smctune.report as report\n"
+        "import sys, smctune.report.write as report\n"
         "def broken(*args, **kwargs):\n"
         "    raise RuntimeError('report broke')\n"
         "report.write_report = broken\n"
-        "from smctune.cli import main\n"
+        "from smctune.cli.main import main\n"
         f"main(['sweep', 'csqa', '--preset', 'smoke', '--methods', 'dense', '--storage', {str(tmp_path)!r}, "
         "'--name', 'broken', '-q'])\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300,

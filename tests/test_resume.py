@@ -58,7 +58,7 @@ def test_interrupted_driver_then_resume(tmp_path):
     runs = _runs(run_dir)
     assert "RUNNING" not in set(runs["status"])
     assert set(runs[runs["tags.trial_id"].isin(finished)]["status"]) == {"FINISHED"}
-    from smctune.status import read_status
+    from smctune.sweep.status import read_status
 
     # `smctune status` on the real interrupted run: the finished trials, and none left running
     states = {t.trial_id: t.state for t in read_status(run_dir).trials}
@@ -80,7 +80,7 @@ def test_interrupted_driver_then_resume(tmp_path):
 
 
 def test_resume_keeps_failures_unless_asked(tmp_path):
-    from smctune.records import finished_ids
+    from smctune.rundir.records import finished_ids
 
     run_dir = tmp_path / "r"
     (run_dir / "results").mkdir(parents=True)

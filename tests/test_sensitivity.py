@@ -13,14 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from smctune.analysis import load_run, summarize
-from smctune.config import SweepSpec, load_search_space, parse_prune_only
+from smctune.report.analysis import summarize
+from smctune.report.load import load_run
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.config.values import parse_prune_only
 from smctune.errors import UserError
-from smctune.records import RecordKeeper
-from smctune.report import format_table, results_dict
-from smctune.similarity import pair_similarities
-from smctune.status import read_status
-from smctune.sweep import plan_trials
+from smctune.rundir.records import RecordKeeper
+from smctune.report.results_json import results_dict
+from smctune.report.tables import format_table
+from smctune.report.similarity import pair_similarities
+from smctune.sweep.status import read_status
+from smctune.sweep.plan import plan_trials
 
 SMCTUNE = str(Path(sys.executable).with_name("smctune"))
 GROUPS = ("q", "k", "v", "o", "ffn")

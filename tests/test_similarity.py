@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smctune.analysis import load_run
-from smctune.config import SweepSpec
+from smctune.report.load import load_run
+from smctune.config.specs import SweepSpec
 from smctune.errors import UserError
-from smctune.masks import save_mask
-from smctune.similarity import (PairSimilarity, embedding_collapse, embedding_flags, jaccard,
-                                layer_correlation, layer_profiles, pair_similarities)
+from smctune.rundir.masks import save_mask
+from smctune.report.similarity import PairSimilarity, embedding_collapse, embedding_flags, jaccard, layer_correlation, layer_profiles, pair_similarities
 
 
 def _bools(*values) -> np.ndarray:

@@ -1,38 +1,28 @@
-"""``smctune status``: trial states from a run directory alone (sweep.json, results/, Tune's state).
+"""``smctune status``: trial states from a run directory alone (sweep.json, results/, live/, driver.json).
 
-Run directories are fabricated: ``sweep.json`` from a ``SweepSpec``, records shaped like
-``RecordKeeper`` writes them, and ``ray/stage<N>/experiment_state-<session>.json`` shaped like
-Ray Tune 2.60 writes it (``trial_data`` = list of [trial JSON string, run-metadata JSON string];
-``placement_group_factory`` a hex pickle). No Ray, no torch.
+Run directories are fabricated: ``sweep.json`` from a ``SweepSpec``, final records shaped like
+``RecordKeeper`` writes them, live records and the driver's heartbeat through ``rundir.records``
+(and, in one test, by ``RecordKeeper`` and ``Heartbeat`` themselves). No Ray, no torch.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
-import pickle
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from smctune.cli import main
-from smctune.config import SweepSpec, load_search_space
-from smctune.status import WAITING_FOR_STAGE1, _bundle_resources, format_status, read_status
-from smctune.sweep import plan_trials
-
-# A real placement_group_factory value (Ray 2.60, tune.with_resources(fn, {"cpu": 1, "gpu": 0})).
-PGF_CPU1 = ("800595aa000000000000008c237261792e74756e652e657865637574696f6e2e706c6163656d656e745f6772"
-            "6f757073948c15506c6163656d656e7447726f7570466163746f72799493942981947d94288c085f62756e646c"
-            "6573945d947d948c0343505594473ff000000000000073618c155f686561645f62756e646c655f69735f656d70"
-            "747994898c095f7374726174656779948c045041434b948c055f6172677394298c075f6b7761726773947d9475622e")
-
-
-def pgf(bundles) -> str:
-    """The same pickle shape for other bundles: GLOBAL PlacementGroupFactory, NEWOBJ, BUILD(state)."""
-    state = pickle.dumps({"_bundles": bundles, "_head_bundle_is_empty": False, "_strategy": "PACK",
-                          "_args": (), "_kwargs": {}}, protocol=2)[2:-1]
-    return (b"\x80\x02cray.tune.execution.placement_groups\nPlacementGroupFactory\n)\x81"
-            + state + b"b.").hex()
+from smctune.cli.main import main
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.rundir.layout import RunDir, write_atomic
+from smctune.rundir.records import RecordKeeper, write_heartbeat
+from smctune.sweep.plan import plan_trials
+from smctune.sweep.status import WAITING_FOR_STAGE1, read_status
+from smctune.sweep.status_format import format_status
 
 
 def make_run(tmp_path, **overrides):
@@ -48,41 +38,38 @@ def make_run(tmp_path, **overrides):
     return run, trials
 
 
-def record(run, trial, status="ok", error=None, levels=None, **extra):
+def record(run, trial, status="ok", error=None, levels=None, ended_at=None, **extra):
     data = {"trial_id": trial.trial_id, "task": trial.task, "method": trial.method, "seed": trial.seed,
             "model": trial.model.arch or None, "fold": trial.fold, "preset": trial.preset,
             "sparsity": trial.sparsity, "status": status, "error": error, "metric": "accuracy",
             "levels": levels if levels is not None else
             [{"sparsity": trial.sparsity or 0.0, "final": 0.3, "best": 0.3, "round": None,
               "layers": {"a.weight": trial.sparsity or 0.0}, "collapsed_layers": []}],
-            "history": [], "retries": 0, **extra}
+            "history": [], "retries": 0, "ended_at": time.time() if ended_at is None else ended_at, **extra}
     path = run / "results" / f"{trial.trial_id}.json"
     path.write_text(json.dumps(data, indent=1))
     return path
 
 
-def ray_trial(trial, status, num_failures=0, last_result=None, resources=PGF_CPU1, max_failures=2):
-    state = {"stub": False, "trainable_name": "trainable", "trial_id": "69131_00001",
-             "config": {"trial": trial.to_dict(), "threads": 1, "gpus": 0},
-             "status": status, "relative_logdir": trial.trial_id, "custom_trial_name": trial.trial_id,
-             "custom_dirname": trial.trial_id, "max_failures": max_failures,
-             "placement_group_factory": resources, "results": "80054e2e", "_resources": "80054e2e"}
-    meta = {"start_time": 1795640932.18 if status == "RUNNING" else None, "num_failures": num_failures,
-            "num_failures_after_restore": 0, "error_filename": None, "pickled_error_filename": None,
-            "last_result": last_result or {}, "last_result_time": 0}
-    return [json.dumps(state, indent=2), json.dumps(meta)]
+def live(run, trial, state="running", step=None, round=None, retries=0, started_at=None):
+    """A live record as ``RecordKeeper`` writes it while the trial runs."""
+    now = time.time()
+    data = {"trial_id": trial.trial_id, "method": trial.method, "sparsity": trial.sparsity,
+            "seed": trial.seed, "model": trial.model.arch or None, "fold": trial.fold,
+            "tuning": trial.tuning, "group": trial.group or None, "state": state,
+            "started_at": now if started_at is None else started_at, "updated_at": now,
+            "step": step, "round": round, "retries": retries, "error": "boom" if retries else None}
+    return write_atomic(RunDir(run).live_file(trial.trial_id), json.dumps(data))
 
 
-def ray_state(run, stage, entries, session="2026-11-25_21-08-49", mtime=None):
-    directory = run / "ray" / f"stage{stage}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"experiment_state-{session}.json"
-    path.write_text(json.dumps({"trial_data": entries,
-                                "runner_data": {"_session_str": session, "_max_pending_trials": 200},
-                                "stats": {"start_time": 1795640929.67}}))
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return path
+def heartbeat(run, stage="stage1", age_s=0.0, ended=None, pid=None, host=None):
+    """The driver's heartbeat as ``sweep.heartbeat.Heartbeat`` writes it: this process by default."""
+    now = time.time() - age_s
+    beat = {"pid": os.getpid() if pid is None else pid, "host": host or socket.gethostname(),
+            "started_at": now - 100, "updated_at": now, "stage": stage, "every_s": 30.0}
+    if ended:
+        beat.update(ended_at=now, ended=ended)
+    write_heartbeat(run, beat)
 
 
 def by_id(status):
@@ -91,6 +78,7 @@ def by_id(status):
 
 def test_stage1_in_progress_every_state_and_the_summary(tmp_path):
     run, trials = make_run(tmp_path)
+    heartbeat(run, stage="stage1")
     record(run, trials["dense-dense-seed0"])
     record(run, trials["omp_before-s0.3000-seed0"])
     record(run, trials["omp_before-s0.5000-seed0"], levels=[
@@ -99,12 +87,8 @@ def test_stage1_in_progress_every_state_and_the_summary(tmp_path):
     record(run, trials["omp_before-s0.7000-seed0"], status="collapsed",
            collapse_reason="accuracy at chance (20.0 % + 2 pt) for 3 evaluations")
     record(run, trials["gmp-s0.3000-seed0"], status="failed", error="RuntimeError: boom")
-    ray_state(run, 1, [ray_trial(trials["dense-dense-seed0"], "TERMINATED"),
-                       ray_trial(trials["gmp-s0.3000-seed0"], "ERROR"),
-                       ray_trial(trials["gmp-s0.5000-seed0"], "RUNNING",
-                                 last_result={"step": 20, "global_step": 20, "round": None}),
-                       ray_trial(trials["gmp-s0.7000-seed0"], "PENDING"),
-                       ["{not json", "{}"]])   # a broken entry is skipped
+    live(run, trials["gmp-s0.5000-seed0"], step=20)
+    (RunDir(run).root / "live" / "broken.json").write_text("{not json")   # skipped
 
     status = read_status(run)
     got = by_id(status)
@@ -122,8 +106,10 @@ def test_stage1_in_progress_every_state_and_the_summary(tmp_path):
     assert got["omp_before-s0.7000-seed0"].detail.startswith("accuracy at chance")
     assert all(got[f"omp_after-s{s}-seed0"].detail == WAITING_FOR_STAGE1 for s in ("0.3000", "0.5000", "0.7000"))
     assert status.counts()["pending"] == 4
+    assert status.driver.alive and status.driver.stage == "stage1"
 
     text = format_status(status)
+    assert f"driver: pid {os.getpid()} on {socket.gethostname()}, stage1, seen 0s ago" in text
     assert "2 finished, 1 running, 4 pending (cpu 1 each), 1 failed, 2 collapsed" in text
     table = {line.split()[0]: line.split()[1:] for line in text.splitlines()
              if line.split() and line.split()[0] in ("dense", "gmp", "omp_before", "omp_after")}
@@ -137,24 +123,20 @@ def test_stage1_in_progress_every_state_and_the_summary(tmp_path):
 
 def test_gpu_request_retry_max_concurrent_and_record_versus_newer_state(tmp_path):
     run, trials = make_run(tmp_path, methods=("dense", "gmp", "omp_after"), sparsities=(0.3, 0.5, 0.7),
-                           max_concurrent=1)
-    gpu = pgf([{"CPU": 2.0, "GPU": 1.0}])
+                           max_concurrent=1, gpus_per_trial=1)
+    heartbeat(run, stage="stage2")
     record(run, trials["dense-dense-seed0"])
     for s in ("0.3000", "0.5000", "0.7000"):
         record(run, trials[f"gmp-s{s}-seed0"])
     now = time.time()
-    # stage 2, second session: one killed trial retried (newer state), one killed after the last state
-    retried = record(run, trials["omp_after-s0.3000-seed0"], status="killed", error="sweep interrupted")
-    killed = record(run, trials["omp_after-s0.5000-seed0"], status="killed", error="sweep interrupted")
-    os.utime(retried, (now - 600, now - 600))
-    ray_state(run, 2, [ray_trial(trials["omp_after-s0.3000-seed0"], "RUNNING", resources=gpu),
-                       ray_trial(trials["omp_after-s0.5000-seed0"], "RUNNING", resources=gpu),
-                       ray_trial(trials["omp_after-s0.7000-seed0"], "PENDING", num_failures=1, resources=gpu)],
-              session="2026-11-25_22-00-00", mtime=now - 60)
-    os.utime(killed, (now, now))
-    # an older stage-2 session is ignored: Tune resumes from the newest file too
-    ray_state(run, 2, [ray_trial(trials["omp_after-s0.7000-seed0"], "TERMINATED")],
-              session="2026-11-25_21-00-00")
+    # stage 2 of a second session: a killed trial started again (its live record is newer than
+    # its record), and one killed after its live record was written (the record wins)
+    record(run, trials["omp_after-s0.3000-seed0"], status="killed", error="sweep interrupted",
+           ended_at=now - 600)
+    live(run, trials["omp_after-s0.3000-seed0"], step=4, started_at=now - 60)
+    record(run, trials["omp_after-s0.5000-seed0"], status="killed", error="sweep interrupted", ended_at=now)
+    live(run, trials["omp_after-s0.5000-seed0"], started_at=now - 60)
+    live(run, trials["omp_after-s0.7000-seed0"], state="retrying", retries=1)
 
     got = by_id(read_status(run, now=now))
     assert got["omp_after-s0.3000-seed0"].state == "running"
@@ -162,61 +144,100 @@ def test_gpu_request_retry_max_concurrent_and_record_versus_newer_state(tmp_path
     assert got["omp_after-s0.5000-seed0"].state == "killed"
     pending = got["omp_after-s0.7000-seed0"]
     assert pending.state == "pending"
-    assert pending.resources == {"cpu": 2.0, "gpu": 1.0}
-    assert pending.detail == "retry 1/2 from its last checkpoint, needs cpu 2, gpu 1"
+    assert pending.resources == {"cpu": 1.0, "gpu": 1.0}
+    assert pending.detail == "retry 1/2 from its last checkpoint, needs cpu 1, gpu 1"
 
-    # a plain queued trial while the one --max-concurrent slot is taken
-    ray_state(run, 2, [ray_trial(trials["omp_after-s0.3000-seed0"], "RUNNING", resources=gpu),
-                       ray_trial(trials["omp_after-s0.7000-seed0"], "PENDING", resources=gpu)],
-              session="2026-11-25_23-00-00")
+    # a trial not started yet while the one --max-concurrent slot is taken
+    RunDir(run).live_file("omp_after-s0.7000-seed0").unlink()
     status = read_status(run)
     got = by_id(status)
-    assert got["omp_after-s0.7000-seed0"].detail == "--max-concurrent 1 reached; needs cpu 2, gpu 1"
-    assert "pending (cpu 2, gpu 1 each)" in format_status(status)
+    assert got["omp_after-s0.7000-seed0"].detail == "--max-concurrent 1 reached; needs cpu 1, gpu 1"
+    assert "pending (cpu 1, gpu 1 each)" in format_status(status)
 
 
 def test_run_being_written_partial_and_corrupt_files_never_crash(tmp_path):
     run, trials = make_run(tmp_path, methods=("dense", "gmp"), sparsities=(0.5,))
+    heartbeat(run)
     (run / "results" / "dense-dense-seed0.json").write_text('{"trial_id": "dense-dense-se')
-    (run / "results" / "gmp-s0.5000-seed0.json.tmp").write_text("{")  # staging file: ignored
+    (run / "results" / ".gmp-s0.5000-seed0.json.123.tmp").write_text("{")  # a writer's staging file
     (run / "results" / "old-grid.json").write_text(json.dumps(   # a record the plan does not know
         {"trial_id": "gmp-s0.9000-seed0", "method": "gmp", "sparsity": "junk", "status": "ok"}))
-    path = ray_state(run, 1, [ray_trial(trials["gmp-s0.5000-seed0"], "RUNNING")])
-    path.write_text(path.read_text()[:500])   # Tune copying the file in right now
+    path = live(run, trials["gmp-s0.5000-seed0"], step=3)
+    path.write_text(path.read_text()[:20])   # damaged: as if never written
 
     status = read_status(run)
     got = by_id(status)
     assert got["dense-dense-seed0"].state == "unknown"
     assert got["dense-dense-seed0"].detail == "record unreadable"
-    assert got["gmp-s0.5000-seed0"].state == "unknown"
-    assert "Ray state unreadable" in got["gmp-s0.5000-seed0"].detail
-    text = format_status(status)
-    assert "ray state: stage 1 unreadable" in text
+    assert got["gmp-s0.5000-seed0"].state == "pending"
     assert got["gmp-s0.9000-seed0"].state == "finished" and got["gmp-s0.9000-seed0"].sparsity is None
-    assert "1 finished, 0 running, 0 pending, 0 failed, 0 collapsed, 2 unknown" in text
+    text = format_status(status)
+    assert "1 finished, 0 running, 1 pending (cpu 1 each), 0 failed, 0 collapsed, 1 unknown" in text
+    (run / "driver.json").write_text("{")   # a damaged heartbeat reads as no driver
+    assert "driver: none has run this sweep yet" in format_status(read_status(run))
 
 
-def test_not_started_and_stale_state(tmp_path):
+def test_not_started_stale_gone_and_ended_drivers(tmp_path):
     run, trials = make_run(tmp_path, methods=("dense", "omp_after"), sparsities=(0.5,))
     got = by_id(read_status(run))
     assert got["dense-dense-seed0"].detail == "not started (run the sweep)"
     assert got["omp_after-s0.5000-seed0"].detail == WAITING_FOR_STAGE1
 
+    # the driver stopped beating 3 hours ago: its running trial died with it
     now = time.time()
-    ray_state(run, 1, [ray_trial(trials["dense-dense-seed0"], "RUNNING")], mtime=now - 3600)
-    text = format_status(read_status(run, now=now))
-    assert "ray state: stage 1 60m old" in text
-    assert "not updated for 60m" in text
+    heartbeat(run, age_s=3 * 3600)
+    live(run, trials["dense-dense-seed0"], step=2, started_at=now - 4 * 3600)
+    status = read_status(run, now=now)
+    assert not status.driver.alive
+    assert by_id(status)["dense-dense-seed0"].state == "killed"
+    text = format_status(status)
+    assert "stopped writing its heartbeat, last seen 3.0h ago" in text
+
+    # its pid is gone on this host: dead at once, however recent the last beat
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    heartbeat(run, pid=int(finished.stdout))
+    status = read_status(run)
+    assert status.driver.gone and not status.driver.alive
+    assert f"pid {int(finished.stdout)} on {socket.gethostname()} is gone" in format_status(status)
+
+    # a driver that ended says how; what it did not run waits for a resume
+    RunDir(run).live_file("dense-dense-seed0").unlink()
+    heartbeat(run, age_s=300, ended="interrupted")
+    status = read_status(run)
+    assert by_id(status)["dense-dense-seed0"].detail == "not run: no driver runs the sweep (resume it)"
+    assert "driver: ended 5m ago (interrupted)" in format_status(status)
 
 
-def test_rerun_in_stage1_ignores_the_previous_runs_stage2_state(tmp_path):
-    run, trials = make_run(tmp_path, methods=("dense", "omp_after"), sparsities=(0.5,))
-    ray_state(run, 2, [ray_trial(trials["omp_after-s0.5000-seed0"], "PENDING")],
-              session="2026-11-25_21-00-00")
-    ray_state(run, 1, [ray_trial(trials["dense-dense-seed0"], "RUNNING")], session="2026-11-25_22-00-00")
-    got = by_id(read_status(run))
-    assert got["dense-dense-seed0"].state == "running"
-    assert got["omp_after-s0.5000-seed0"].detail == WAITING_FOR_STAGE1
+def test_what_the_driver_writes_is_what_status_reads(tmp_path):
+    """``RecordKeeper`` and ``Heartbeat``, the driver's own writers, through a trial's life."""
+    from smctune.sweep.heartbeat import Heartbeat
+
+    run, trials = make_run(tmp_path, methods=("dense",), sparsities=(0.5,))
+    spec = trials["dense-dense-seed0"]
+    keeper = RecordKeeper(run, chance=0.2, live_every_s=3600)
+    metrics = {"metric_name": "accuracy", "accuracy": 0.3, "best": 0.3, "global_step": 4, "step": 4}
+    with Heartbeat(run, every_s=3600) as beat:
+        beat.stage = "stage1"
+        keeper.started(spec)
+        assert by_id(read_status(run))[spec.trial_id].detail == "started"
+        keeper.result(spec.trial_id, metrics)                  # within live_every_s: not rewritten
+        assert by_id(read_status(run))[spec.trial_id].detail == "started"
+        keeper.live_every_s = 0
+        keeper.result(spec.trial_id, {**metrics, "global_step": 8, "step": 8})
+        assert by_id(read_status(run))[spec.trial_id].detail == f"step 8/{spec.train.max_steps}"
+        keeper.recovered(spec.trial_id, "RuntimeError: worker died")
+        retrying = by_id(read_status(run))[spec.trial_id]
+        assert retrying.detail == "retry 1/2 from its last checkpoint, needs cpu 1"
+        keeper.restarted(spec.trial_id)
+        assert by_id(read_status(run))[spec.trial_id].state == "running"
+        keeper.finished(spec.trial_id, "ok")
+        assert not RunDir(run).live_file(spec.trial_id).exists()
+        status = read_status(run)
+        assert status.driver.alive and status.driver.stage == "stage1"
+    status = read_status(run)
+    assert by_id(status)[spec.trial_id].state == "finished"
+    assert status.driver.ended == "finished" and not status.driver.alive
 
 
 def test_architecture_seed_and_fold_columns(tmp_path):
@@ -230,13 +251,17 @@ def test_architecture_seed_and_fold_columns(tmp_path):
     assert "1 finished, 0 running, 15 pending (cpu 1 each), 0 failed, 0 collapsed" in text
 
 
-def test_resource_pickle_is_read_without_ray_and_nothing_else_is_unpickled():
-    assert _bundle_resources(PGF_CPU1) == {"cpu": 1.0, "gpu": 0.0}
-    assert _bundle_resources(pgf([{"CPU": 4.0, "GPU": 0.5, "memory": 2 * 1024**3}])) == \
-        {"cpu": 4.0, "gpu": 0.5, "memory_gb": 2.0}
-    evil = (b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.").hex()
-    assert _bundle_resources(evil) == {}
-    assert _bundle_resources("80054e2e") == {} and _bundle_resources("zz") == {}
+def test_nothing_in_smctune_unpickles():
+    """A run directory sits on shared storage: reading one must never run code from it."""
+    package = Path(__file__).resolve().parents[1] / "smctune"
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names
+                      if name.split(".")[0] in ("pickle", "cloudpickle")]
+    assert not found, found
 
 
 def test_cli_prints_and_exits_0_missing_run_exits_2(tmp_path, capsys):
@@ -256,7 +281,7 @@ def test_cli_prints_and_exits_0_missing_run_exits_2(tmp_path, capsys):
 
 
 def test_status_imports_neither_torch_nor_ray():
-    code = ("import sys, smctune.status, smctune.cli; "
+    code = ("import sys, smctune.sweep.status, smctune.cli.main; "
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -268,9 +293,9 @@ def test_collapsed_status_counts_as_collapsed_even_without_layers(tmp_path):
     assert by_id(read_status(run))["gmp-s0.5000-seed0"].state == "collapsed"
 
 
-def test_trials_without_ray_state_show_the_gpus_per_trial_override(tmp_path):
-    # --gpus-per-trial 0.25 is pinned in sweep.json; trials Ray has not seen yet (stage 2 here)
-    # must show what the sweep will request, not the preset's default
+def test_trials_show_the_gpus_per_trial_override(tmp_path):
+    # --gpus-per-trial 0.25 is pinned in sweep.json: trials show what the sweep will request, not
+    # the preset's default
     run, _ = make_run(tmp_path, gpus_per_trial=0.25)
     status = read_status(run)
     assert {t.resources["gpu"] for t in status.trials} == {0.25}

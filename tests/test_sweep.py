@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from smctune import registry
-from smctune.config import SweepSpec, load_search_space
-from smctune.progress import ProgressPrinter
-from smctune.sweep import lth_levels, plan_trials, run_sweep
-from smctune.tracking import MLflowTracker, default_tracking_uri
+from smctune.catalog import registry
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.progress import ProgressPrinter
+from smctune.sweep.plan import plan_trials
+from smctune.train.schedules import lth_levels
+from smctune.sweep.run import run_sweep
+from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
 FAST_SPACE = """
 task: csqa
@@ -219,13 +222,13 @@ def test_tune_may_queue_one_trial_per_slot_unless_the_user_set_a_limit(monkeypat
     """Tune's default lets a custom searcher keep one trial waiting, so trials started one by one."""
     import os
 
-    from smctune.sweep import PENDING_TRIALS_ENV, _pending_trials
+    from smctune.sweep.ray_session import PENDING_TRIALS_ENV, pending_trials
 
     monkeypatch.delenv(PENDING_TRIALS_ENV, raising=False)
-    with _pending_trials(6):
+    with pending_trials(6):
         assert os.environ[PENDING_TRIALS_ENV] == "6"
     assert PENDING_TRIALS_ENV not in os.environ
     monkeypatch.setenv(PENDING_TRIALS_ENV, "256")   # cluster.yaml's value for autoscaling
-    with _pending_trials(6):
+    with pending_trials(6):
         assert os.environ[PENDING_TRIALS_ENV] == "256"
     assert os.environ[PENDING_TRIALS_ENV] == "256"

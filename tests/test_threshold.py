@@ -1,4 +1,4 @@
-"""Adaptive threshold search (``smctune.threshold``) on simulated trainables with known response surfaces."""
+"""Adaptive threshold search (``smctune.sweep.threshold``) on simulated trainables with known response surfaces."""
 from __future__ import annotations
 
 import math
@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from smctune.analysis import failing_sparsity
-from smctune.criterion import Criterion, Tolerance
+from smctune.report.analysis import failing_sparsity
+from smctune.report.criterion import Criterion, Tolerance
 from smctune.errors import UserError
-from smctune.threshold import (MultiSearch, ThresholdSearch, grid_answer, is_searchable, logistic_curve,
-                               paper_grid, plan_threshold_search, run_search)
+from smctune.sweep.threshold import ThresholdSearch, grid_answer, logistic_curve, paper_grid, run_search
+from smctune.sweep.threshold_multi import MultiSearch, plan_threshold_search
 
 DENSE, TOL = 0.60, 0.01
 CRITERION = Criterion(Tolerance(100 * TOL))   # the report's rule at the search's tolerance
@@ -297,14 +297,6 @@ def test_multi_search_per_key_dense_and_progress_text():
     assert callable_dense[("x", 1)].threshold == pytest.approx(0.59)
 
 
-def test_lth_and_dense_are_not_searched():
-    from smctune.registry import METHODS
-
-    assert not is_searchable(METHODS["lth"]) and not is_searchable("imp")
-    assert not is_searchable(METHODS["dense"])
-    assert is_searchable(METHODS["omp_after"]) and is_searchable("rigl") and is_searchable("gmp")
-
-
 # ------------------------------------------------------------------------------------------------
 # invalid input: UserError, one line
 
@@ -320,7 +312,6 @@ def test_lth_and_dense_are_not_searched():
     (lambda: ThresholdSearch(G8, DENSE, TOL).tell(G8[0], 0.5), "not proposed"),
     (lambda: ThresholdSearch(G8, DENSE, TOL).tell(0.123, 0.5), "not on the grid"),
     (lambda: ThresholdSearch(G8, DENSE, TOL).cancel(G8[3]), "not proposed"),
-    (lambda: is_searchable("cyclic"), "unknown schedule"),
     (lambda: MultiSearch().tell("x", 0.2, 0.5), "no threshold search"),
     (lambda: plan_threshold_search(["a", "a"], G8, DENSE), "exists already"),
     (lambda: plan_threshold_search(["a"], G8, {"b": 0.5}), "no dense value"),

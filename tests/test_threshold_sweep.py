@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from smctune.config import SweepSpec, load_search_space
-from smctune.progress import ProgressPrinter
-from smctune.sweep import plan_trials, run_sweep
-from smctune.tracking import MLflowTracker, default_tracking_uri
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.progress import ProgressPrinter
+from smctune.sweep.plan import plan_trials
+from smctune.sweep.run import run_sweep
+from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
 from test_sweep import FAST_SPACE
 

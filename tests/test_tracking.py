@@ -1,7 +1,7 @@
 """MLflow bookkeeping on a real sqlite store: the sweep's parent run and orphaned runs of a dead driver."""
 from __future__ import annotations
 
-from smctune.tracking import MLflowTracker
+from smctune.tracking.tracker import MLflowTracker
 
 
 def _tracker(tmp_path, name="s"):

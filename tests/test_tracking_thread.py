@@ -2,7 +2,7 @@
 import pickle
 import threading
 
-from smctune.tracking_thread import TrackerThread
+from smctune.tracking.thread import TrackerThread
 
 
 class Recorder:

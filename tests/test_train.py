@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from smctune import registry
-from smctune.config import TrialSpec
+from smctune.catalog import registry
+from smctune.config.specs import TrialSpec
 from smctune.pruning import num_pruned, select_prunable
-from smctune.train import CallbackReporter, Trial
+from smctune.train.trial import CallbackReporter, Trial
 
 
 def _spec(space, method, sparsity, cache_root, levels=()):
@@ -175,7 +175,7 @@ def test_smcbench_enforcement_zeroes_weights_but_lets_adam_state_move(space, tmp
 def test_dense_cache_keeps_the_best_evaluated_weights_for_dense_checkpoint_best(space, tmp_path):
     import torch
 
-    from smctune.dense_cache import DenseCache
+    from smctune.rundir.dense_cache import DenseCache
 
     spec = _spec(space, "dense", None, tmp_path)
     trial = Trial(spec, CallbackReporter(), device="cpu")

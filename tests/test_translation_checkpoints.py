@@ -537,7 +537,7 @@ def test_local_source_builds_a_translator_from_a_fairseq_directory(tmp_path):
     """``model.source: local`` on a fairseq directory: the vocabulary reads dict.txt over a real
     SentencePiece model (pieces looked up by text, cc25's [xx_YY] tokens), the recipe's dropout
     replaces the checkpoint's, and generation forces the target language after ``</s>``."""
-    from smctune.config import ModelSettings, TrainSettings
+    from smctune.config.settings import ModelSettings, TrainSettings
     from smctune.trainables.translation import data
     from smctune.trainables.translation.languages import LANGUAGES
     from smctune.trainables.translation.models import load_translator

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, fails
-from smctune.task import limited
+from smctune.catalog.task import limited
 from smctune.trainables.translation import data
 from smctune.trainables.translation import languages as langs
 

@@ -16,11 +16,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from smctune import optim, registry  # noqa: E402
-from smctune.config import ModelSettings, TrialSpec, load_search_space, parse_keep_dense  # noqa: E402
+from smctune.train import optim
+from smctune.catalog import registry  # noqa: E402
+from smctune.config.settings import ModelSettings
+from smctune.config.specs import TrialSpec
+from smctune.config.search_space import load_search_space
+from smctune.config.values import parse_keep_dense  # noqa: E402
 from smctune.errors import UserError  # noqa: E402
 from smctune.pruning import compute_mask, num_pruned, prune, select_prunable, unique_parameters  # noqa: E402
-from smctune.train import CallbackReporter, Trial  # noqa: E402
+from smctune.train.trial import CallbackReporter, Trial  # noqa: E402
 from smctune.trainables.translation import data, runtime as runtime_module  # noqa: E402
 from smctune.trainables.translation.family import FiveToFiveTask, TenToTenTask, TwoToTwoTask  # noqa: E402
 from smctune.trainables.translation.languages import LANGUAGES, eval_directions  # noqa: E402
@@ -570,13 +574,13 @@ def test_pruned_weights_and_adam_state_stay_zero_through_training(space, tmp_pat
     reporter = CallbackReporter()
     trial = Trial(spec, reporter, device="cpu")
     masks = []
-    original_prune = trial._prune
+    original_prune = trial.prune
 
     def recording_prune(*args, **kwargs):
         masks.append(original_prune(*args, **kwargs))
         return masks[-1]
 
-    trial._prune = recording_prune
+    trial.prune = recording_prune
     trial.run()
 
     assert len(optimizers) == 1 and masks

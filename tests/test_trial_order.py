@@ -1,14 +1,17 @@
-"""Longest-expected-first ordering of a stage's trials (``smctune.trial_order`` in the cell searcher):
+"""Longest-expected-first ordering of a stage's trials (``smctune.sweep.trial_order`` in the cell searcher):
 every method is started early, measured methods go longest first, and on a simulated cluster the
 stage ends sooner than in plan order, with every planned trial run exactly once."""
 from __future__ import annotations
 
 import heapq
 
-from smctune import cells, estimate
-from smctune.config import SweepSpec, load_search_space
-from smctune.sweep import plan_trials, stage_of
-from smctune.trial_order import TrialLengths, planned_work
+from smctune.sweep import estimate
+from smctune.config.specs import SweepSpec
+from smctune.config.search_space import load_search_space
+from smctune.sweep.cell_keys import trial_id_of
+from smctune.sweep.cell_search import FINISHED, CellSearchCore
+from smctune.sweep.plan import plan_trials, stage_of
+from smctune.sweep.trial_order import TrialLengths, planned_work
 
 from test_cells import decl, planned
 
@@ -61,7 +64,7 @@ def simulate(searcher, slots: int, seconds) -> tuple[float, list]:
         while len(running) < slots:
             trial_id = f"t{len(emitted)}"
             config = searcher.suggest(trial_id)
-            if config is None or config == cells.FINISHED:
+            if config is None or config == FINISHED:
                 break
             emitted.append(config)
             heapq.heappush(running, (clock + seconds(config["trial"]), trial_id, config))
@@ -79,10 +82,10 @@ def _plan_order_makespan(trials, slots, seconds) -> float:
 def test_searcher_starts_long_trials_first_and_the_stage_ends_sooner(tmp_path):
     trials = planned(tmp_path, methods=("gmp", "omp_before", "snip", "omp_rigl"),
                      sparsities=(0.2, 0.36, 0.488, 0.5904, 0.672, 0.738, 0.79, 0.832), seeds=(0,))
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=tmp_path / "run")
+    searcher = CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=tmp_path / "run")
     makespan, emitted = simulate(searcher, 2, lambda t: SECONDS[t["method"]])
-    ids = [cells.trial_id_of(c) for c in emitted]
-    assert sorted(ids) == sorted(cells.trial_id_of({"trial": t}) for t in trials)   # each once
+    ids = [trial_id_of(c) for c in emitted]
+    assert sorted(ids) == sorted(trial_id_of({"trial": t}) for t in trials)   # each once
     methods = [c["trial"]["method"] for c in emitted]
     assert set(methods[:5]) == set(SECONDS)                      # every method started first
     rigl = [i for i, m in enumerate(methods) if m == "omp_rigl"]
@@ -100,7 +103,7 @@ def test_lth_trial_starts_before_the_one_fine_tune_trials(tmp_path):
     trials = sorted(_stage2(tmp_path), key=lambda t: t["method"] == "lth")
     assert trials[-1]["method"] == "lth"
     length = lambda t: float(len(t["levels"]) or 1)   # noqa: E731 - seconds per fine-tune: 1
-    searcher = cells.CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=tmp_path / "run")
+    searcher = CellSearchCore(trials, decl(trials_per_cell=1), storage_dir=tmp_path / "run")
     makespan, emitted = simulate(searcher, 2, length)
     assert emitted[0]["trial"]["method"] == "lth"
     assert len(emitted) == len(trials)
@@ -110,7 +113,7 @@ def test_lth_trial_starts_before_the_one_fine_tune_trials(tmp_path):
 
 def test_the_plan_estimate_assumes_the_same_order(tmp_path):
     """``smctune plan``'s wall-clock models the searcher: longest first, not plan order."""
-    from smctune.config import TrialSpec
+    from smctune.config.specs import TrialSpec
 
     trials = [TrialSpec.from_dict(t) for t in sorted(_stage2(tmp_path), key=lambda t: t["method"] == "lth")]
     steps = trials[0].train.max_steps

@@ -9,7 +9,7 @@ import importlib
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError, choices
 
 SOURCES = ("hub", "package", "config")

@@ -98,8 +98,8 @@ def _check_already(already: int, k: int, where: str) -> None:
 
 
 # Selections over at most this many entries concatenate and use ``torch.kthvalue``; larger ones
-# use the chunked radix selection (``selection``), whose fixed cost (~0.5 ms) dominates below
-# ~32K entries and which is 3-7x faster than kthvalue from 256K entries up.
+# use the chunked radix selection (``selection``): its fixed cost dominates on small inputs, and on
+# large ones it beats a full kthvalue without concatenating every score (benchmarks/bench_global_mask.py).
 KTHVALUE_MAX = 1 << 15
 CHUNK = 1 << 20      # entries per working chunk of the radix path (bounds its temporaries)
 

@@ -47,20 +47,19 @@ Gradient masking means clipping called after ``before_step()`` sees the gradient
 network (``SparseTraining.clip_grad_norm_`` gives that with either strategy), and RigL, which grows
 by the *dense* gradient, copies it first (``RigL.before_step``, on update steps only).
 
-Which strategy ``"auto"`` picks, and why (measured)
----------------------------------------------------
+Which strategy ``"auto"`` picks, and why
+----------------------------------------
 Gradient masking for SGD on every device and for Adam/AdamW off the CPU; post-step enforcement for
 Adam/AdamW on CPU and for every other optimizer. The CPU exception is a slow path in the hardware's
 square root: gradient masking keeps Adam's pruned second moments at exact zeros, and AdamW takes
-``exp_avg_sq.sqrt()`` over all of them every step. Measured with torch 2.13 on an AMD EPYC (Zen 4,
-KVM), 8M float32 entries, 1 thread: sqrt of normal floats 2-4 ms, of zeros 9-33 ms (with the AVX512,
-AVX2 and scalar kernels alike), of denormals 60-180 ms. On the BERT-base-shaped benchmark
-(``benchmarks/bench_masking.py``, 109M masked entries at 0.9, AdamW, 1 thread, CPU time per step,
-medians): gradient masking 34 ms + AdamW.step 661 ms, post-step 80 ms + AdamW.step 478 ms, dense
-AdamW.step 376 ms. Post-step enforcement holds ``(1-b2)*g*g`` of the dense gradient at the pruned
-positions during the step (normal floats; zeroed right after), so its sqrt stays fast. Accelerators
-have no such slow path and every pass is memory-bound, so there one pass beats three. Override with
-``strategy="gradient"`` (still requires a zero-preserving optimizer) or ``"post_step"``.
+``exp_avg_sq.sqrt()`` over all of them every step; the square root of zeros (and of denormals) is
+several times slower than of normal floats on x86 CPUs, whatever the vector kernel. Post-step
+enforcement holds ``(1-b2)*g*g`` of the dense gradient at the pruned positions during the step
+(normal floats; zeroed right after), so its sqrt stays fast, and that outweighs its extra pass.
+Accelerators have no such slow path and every pass is memory-bound, so there one pass beats three.
+``benchmarks/bench_masking.py`` measures both strategies against a dense step on a BERT-base-shaped
+model. Override with ``strategy="gradient"`` (still requires a zero-preserving optimizer) or
+``"post_step"``.
 
 Denormals do not arise at pruned positions with either strategy (exact zeros, or normal values
 zeroed every step), and none appeared in the benchmark's gradients or moments (counted), so nothing
@@ -69,16 +68,15 @@ flip, and it does not help the zero slow path (measured: sqrt of zeros as slow w
 
 Cost of one pass: the keep mask is the Mask's own bool tensor viewed as ``uint8`` (0/1), moved to the
 parameter's device once (no copy when it is already there; at most 1 byte per entry). On CPU,
-``float *= uint8`` takes torch's mixed-dtype path, about 6x slower than ``float *= float`` (24M
-entries, 1 thread: 46-60 ms vs 7-10 ms; bf16/f16/bool/int8 masks are as slow), so ``_mul`` converts
-the mask in 1M-entry pieces into a reusable 4 MB buffer that stays in cache and multiplies every
-tensor of the parameter by the piece (3 tensors x 45M entries: 246 ms -> 48 ms; on the BERT
-benchmark the post-step enforcement went from 243 to 80 ms CPU per step). Why multiply and not
-``masked_fill_``: on CPU ``masked_fill_`` is a per-element branch, 5-14x slower than a vectorised
-multiply; on GPU both are memory-bound and equal. The multiply writes ``-0.0`` for negative pruned
-values (equal to 0 in every comparison, ``count_nonzero`` and ``to_sparse``) and keeps a NaN/inf
-(``Mask.apply`` uses ``masked_fill_`` and clears those): post-step enforcement one the optimizer
-wrote at a pruned position, gradient masking a non-finite gradient entry at a pruned position.
+``float *= uint8`` takes torch's mixed-dtype path, several times slower than ``float *= float`` (and
+bf16/f16/bool/int8 masks are no better), so ``_mul`` converts the mask in 1M-entry pieces into a
+reusable 4 MB buffer that stays in cache and multiplies every tensor of the parameter by the piece.
+Why multiply and not ``masked_fill_``: on CPU ``masked_fill_`` is a per-element branch, far slower
+than a vectorised multiply; on GPU both are memory-bound and equal. The multiply writes ``-0.0`` for
+negative pruned values (equal to 0 in every comparison, ``count_nonzero`` and ``to_sparse``) and keeps
+a NaN/inf (``Mask.apply`` uses ``masked_fill_`` and clears those): post-step enforcement one the
+optimizer wrote at a pruned position, gradient masking a non-finite gradient entry at a pruned
+position.
 Sparse-layout gradients (``nn.Embedding(sparse=True)`` with SGD) are not masked; a step with one
 gets the post-step ``apply()`` as well.
 """
@@ -219,10 +217,8 @@ class MaskEnforcer:
             self._synced_state = state
 
     def _mul(self, tensors, keep: torch.Tensor) -> None:
-        """``t *= keep`` for same-shaped ``tensors``. On CPU, ``float *= uint8`` takes torch's
-        mixed-dtype path, about 6x slower than ``float *= float`` (measured, torch 2.13: 24M
-        entries, 1 thread, 46-60 ms vs 7-10 ms; bf16/f16/bool/int8 masks are as slow as uint8).
-        So the mask is converted to the tensors' dtype in ``_CHUNK``-entry pieces into a small
+        """``t *= keep`` for same-shaped ``tensors``. On CPU, ``float *= uint8`` takes torch's slow
+        mixed-dtype path (and bf16/f16/bool/int8 masks are as slow as uint8). So the mask is converted to the tensors' dtype in ``_CHUNK``-entry pieces into a small
         reusable scratch buffer that stays in cache, and every tensor is multiplied by the piece:
         same-dtype multiplies, the mask still stored at 1 byte per entry."""
         if keep.device.type != "cpu":  # memory-bound on accelerators: the plain multiply is as fast

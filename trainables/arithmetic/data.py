@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from smctune.errors import UserError, choices
-from smctune.task import DataReport, resolved_data_dir
+from smctune.catalog.task import DataReport, resolved_data_dir
 
 from .expressions import VALUE_TOLERANCE, evaluate_prefix, is_constant, is_well_formed, slot_index
 from .problem import OPERATORS, Problem, is_number_slot

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import limited
+from smctune.catalog.task import limited
 
 from . import data
 

@@ -1,5 +1,5 @@
 """The per-trial arithmetic runtime (GTS, Graph2Tree): model factory, seeded batch stream, loss and
-beam-search evaluation, behind ``smctune.task.TaskRuntime``.
+beam-search evaluation, behind ``smctune.catalog.task.TaskRuntime``.
 
 Tokenization, targets and (for Graph2Tree) graphs are computed once in the constructor; batches are
 padded and moved to the device on demand. ``new_model`` copies a cached starting backbone, because
@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from smctune.config import TrainSettings
+from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
 
 from . import layers as layer_settings
@@ -95,7 +95,7 @@ def collate(items: list, *, pad_id: int, num_slots: int, word_pooling: str, devi
 
 
 class ArithmeticRuntime:
-    """Implements ``smctune.task.TaskRuntime`` for GTS and Graph2Tree (``arch``).
+    """Implements ``smctune.catalog.task.TaskRuntime`` for GTS and Graph2Tree (``arch``).
 
     Metrics of ``evaluate``: ``accuracy`` = value accuracy of the beam search's best expression over
     all dev problems (SMC-Bench's metric), ``equation_accuracy`` = exact match with the reference, and

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from smctune.errors import UserError
-from smctune.task import DataReport
+from smctune.catalog.task import DataReport
 
 from . import data
 from .data import Question, TaskData

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from smctune.errors import UserError
-from smctune.task import DataReport, resolved_data_dir
+from smctune.catalog.task import DataReport, resolved_data_dir
 
 BUNDLED_SOURCE = "bundled sample"
 SPLITS = ("train", "dev")

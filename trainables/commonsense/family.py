@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import DataReport, limited, no_folds
+from smctune.catalog.task import DataReport, limited, no_folds
 
 from . import data
 from .data import Question, TaskData

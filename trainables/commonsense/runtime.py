@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from smctune.config import TrainSettings
+from smctune.config.settings import TrainSettings
 from smctune.trainables.classification import autocast_dtype, evaluate_classifier, logits_in
 
 from .features import Encoded
@@ -21,7 +21,7 @@ from .modeling import MultipleChoiceModel
 
 
 class MultipleChoiceRuntime:
-    """Implements ``smctune.task.TaskRuntime`` for k-way multiple choice (k from the encoded data).
+    """Implements ``smctune.catalog.task.TaskRuntime`` for k-way multiple choice (k from the encoded data).
 
     On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (the ``paper``
     preset's mixed precision; weights, gradients and optimizer state stay fp32, so no loss scaling

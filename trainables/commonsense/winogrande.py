@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smctune.errors import UserError
-from smctune.task import DataReport
+from smctune.catalog.task import DataReport
 
 from . import data
 from .data import Question, TaskData

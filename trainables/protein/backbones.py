@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError, choices
 from smctune.trainables.checkpoint_io import safe_torch_load
 

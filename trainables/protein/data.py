@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from smctune.errors import UserError, choices
-from smctune.task import DataReport, resolved_data_dir
+from smctune.catalog.task import DataReport, resolved_data_dir
 from smctune.trainables.text_files import read_utf8
 
 from .classes import ClassScheme, scheme

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError
-from smctune.task import DataReport, limited, no_folds, task_class
+from smctune.catalog.task import DataReport, limited, no_folds, task_class
 
 from . import data
 from .classes import SCHEMES

@@ -1,5 +1,5 @@
 """The per-trial protein classification runtime: model factory, seeded batch stream, loss and
-evaluation, behind ``smctune.task.TaskRuntime``.
+evaluation, behind ``smctune.catalog.task.TaskRuntime``.
 
 Sequences are cropped to ``train.max_length`` residues (their first residues, as SMC-Bench's
 ``--truncate``) and tokenized once in the constructor; a batch is only padded to its longest sequence
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from smctune.config import TrainSettings
+from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
 from smctune.trainables.classification import autocast_dtype, evaluate_classifier, logits_in
 
@@ -29,7 +29,7 @@ TOKENIZE_CHUNK = 256  # sequences per tokenizer call: bounds the padded temporar
 
 
 class ProteinRuntime:
-    """Implements ``smctune.task.TaskRuntime`` for sequence classification (metric: accuracy).
+    """Implements ``smctune.catalog.task.TaskRuntime`` for sequence classification (metric: accuracy).
 
     On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (weights,
     gradients and optimizer state stay fp32); CPU runs stay fp32."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smctune.errors import UserError, choices
-from smctune.task import DataReport, resolved_data_dir
+from smctune.catalog.task import DataReport, resolved_data_dir
 from smctune.trainables.text_files import read_utf8
 
 from .languages import (BY_FLORES, EVAL_LANGUAGES, LANGUAGES, PIVOT, Direction, Language,
@@ -160,7 +160,7 @@ def _pivot(source_english: list, target_english: list) -> list[tuple[str, str]]:
 class Corpus:
     """A task's training and evaluation splits plus where they came from and what to know about them.
 
-    ``train_limit`` / ``eval_limit`` cut each direction's pairs (``smctune.task.limited`` on
+    ``train_limit`` / ``eval_limit`` cut each direction's pairs (``smctune.catalog.task.limited`` on
     ``split.pairs(direction)``), so every direction keeps data under a limit."""
 
     task: str

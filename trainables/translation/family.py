@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from smctune.config import ModelSettings, TrainSettings
-from smctune.task import DataReport, limited, no_folds, task_class
+from smctune.config.settings import ModelSettings, TrainSettings
+from smctune.catalog.task import DataReport, limited, no_folds, task_class
 
 from . import data
 from .languages import EVAL_LANGUAGES, LANGUAGES, eval_directions, training_directions

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Sequence
 
-from smctune.config import ModelSettings, TrainSettings
+from smctune.config.settings import ModelSettings, TrainSettings
 from smctune.errors import UserError, choices
 
 SOURCES = ("hub", "local", "config")

@@ -1,5 +1,5 @@
 """The per-trial translation runtime: model factory, seeded batch stream, loss, and beam-search
-evaluation scored with BLEU and chrF, behind ``smctune.task.TaskRuntime``.
+evaluation scored with BLEU and chrF, behind ``smctune.catalog.task.TaskRuntime``.
 
 Sentences are tokenized once in the constructor (source ``[src_lang] pieces </s>``, target
 ``[tgt_lang] pieces </s>``, both cut to ``train.max_length`` tokens); a training batch mixes directions,
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from smctune.config import TrainSettings
+from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
 from smctune.trainables.classification import autocast_dtype, logits_in
 
@@ -36,7 +36,7 @@ def _direction_name(direction: tuple) -> str:
 
 
 class TranslationRuntime:
-    """Implements ``smctune.task.TaskRuntime`` for multilingual translation (metric: BLEU / 100, the
+    """Implements ``smctune.catalog.task.TaskRuntime`` for multilingual translation (metric: BLEU / 100, the
     mean over the evaluation directions; per-direction BLEU and chrF go to the record as details).
 
     On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (weights,

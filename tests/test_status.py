@@ -158,7 +158,6 @@ def test_gpu_request_retry_max_concurrent_and_record_versus_newer_state(tmp_path
 def test_run_being_written_partial_and_corrupt_files_never_crash(tmp_path):
     run, trials = make_run(tmp_path, methods=("dense", "gmp"), sparsities=(0.5,))
     heartbeat(run)
-    (run / "results" / "dense-dense-seed0.json").write_text('{"trial_id": "dense-dense-se')
     (run / "results" / ".gmp-s0.5000-seed0.json.123.tmp").write_text("{")  # a writer's staging file
     (run / "results" / "old-grid.json").write_text(json.dumps(   # a record the plan does not know
         {"trial_id": "gmp-s0.9000-seed0", "method": "gmp", "sparsity": "junk", "status": "ok"}))
@@ -167,14 +166,23 @@ def test_run_being_written_partial_and_corrupt_files_never_crash(tmp_path):
 
     status = read_status(run)
     got = by_id(status)
-    assert got["dense-dense-seed0"].state == "unknown"
-    assert got["dense-dense-seed0"].detail == "record unreadable"
+    assert got["dense-dense-seed0"].state == "pending"
     assert got["gmp-s0.5000-seed0"].state == "pending"
     assert got["gmp-s0.9000-seed0"].state == "finished" and got["gmp-s0.9000-seed0"].sparsity is None
     text = format_status(status)
-    assert "1 finished, 0 running, 1 pending (cpu 1 each), 0 failed, 0 collapsed, 1 unknown" in text
+    assert "1 finished, 0 running, 2 pending (cpu 1 each), 0 failed, 0 collapsed" in text
     (run / "driver.json").write_text("{")   # a damaged heartbeat reads as no driver
     assert "driver: none has run this sweep yet" in format_status(read_status(run))
+
+
+def test_a_damaged_final_record_is_an_error_naming_the_file(tmp_path, capsys):
+    """Records are written atomically, so one that does not parse was damaged after the fact: status
+    says which file (exit 2), rather than a "?" cell and exit 0."""
+    run, trials = make_run(tmp_path, methods=("dense", "gmp"), sparsities=(0.5,))
+    (run / "results" / "dense-dense-seed0.json").write_text('{"trial_id": "dense-dense-se')
+    assert main(["status", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results/dense-dense-seed0.json" in err
 
 
 def test_not_started_stale_gone_and_ended_drivers(tmp_path):

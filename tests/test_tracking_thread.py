@@ -77,3 +77,20 @@ def test_close_finishes_the_queue_and_ends_the_thread():
     tracking.close()
     assert len(tracking.tracker.calls) == 20
     assert tracking.submit("started", "late").result() is None   # after close: nothing is tracked
+
+
+def test_a_call_waited_for_at_most_a_timeout_stays_queued():
+    """The sweep's parent run is ended before Ray stops, waiting a bounded time for a slow server."""
+    release = threading.Event()
+
+    class Slow(Recorder):
+        def started(self, name):
+            release.wait(5)
+            return super().started(name)
+
+    tracking = TrackerThread(Slow)
+    tracking.submit("started", "a")
+    assert tracking.call("result", "a", 1, timeout=0.05) is None   # behind the slow call
+    release.set()
+    tracking.close()
+    assert tracking.tracker.calls == [("started", "a"), ("result", "a", 1)]

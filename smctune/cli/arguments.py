@@ -58,7 +58,7 @@ def add_sweep_arguments(cmd: argparse.ArgumentParser) -> None:
                      "(the paper's methods + dense; see `smctune ls methods`)")
     cmd.add_argument("--sparsities", help="comma-separated levels in (0, 1); default: the search "
                      "space grid (the paper's 1-0.8^k ladder)")
-    cmd.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    cmd.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (1 to 1000; default 1)")
     cmd.add_argument("--model", metavar="ARCHS", help="architectures to sweep, comma-separated, or "
                      "`all`, for tasks that have several (arithmetic: gts, graph2tree; default: the "
                      "search space's first)")
@@ -100,13 +100,16 @@ def add_sweep_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--asha", action="store_true",
                      help="with --trials-per-cell > 1: stop weak tunings early (ASHA), comparing only "
                           "tunings of the same cell, seed and fold, never different sparsities")
-    cmd.add_argument("--max-concurrent", type=int, default=0,
-                     help="at most this many trials at once (default: as resources allow)")
-    cmd.add_argument("--max-failures", type=int, default=2,
-                     help="retries of a failed trial from its last checkpoint (default 2)")
+    cmd.add_argument("--max-concurrent", type=int, default=0, metavar="N",
+                     help="at most this many trials at once, N >= 0 (default 0 = as many as resources "
+                          "allow)")
+    cmd.add_argument("--max-failures", type=int, default=2, metavar="N",
+                     help="retries of a failed trial from its last checkpoint, N >= 0 (0 = never retry; "
+                          "default 2)")
     cmd.add_argument("--storage", default=DEFAULT_STORAGE,
                      help=f"root directory of run directories (default ./{DEFAULT_STORAGE})")
-    cmd.add_argument("--name", help="run name (default <task>-<timestamp>); rerunning a name "
+    cmd.add_argument("--name", help="run name (default <task>-<timestamp>): one directory name under "
+                     "--storage, not starting with '-' or '.', not dense_cache; rerunning a name "
                      "continues that sweep and skips its finished trials")
     cmd.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite file in the run dir)")
     cmd.add_argument("--shared-storage", action="store_true",

@@ -14,6 +14,7 @@ from typing import Optional
 from smctune import __version__
 from smctune.cli import env, ls, plan, report, status, sweep
 from smctune.cli.arguments import examples
+from smctune.sweep.request import DEFAULT_STORAGE
 from smctune.errors import UserError
 
 # the subcommands, in the order ``smctune --help`` lists them
@@ -21,8 +22,23 @@ SUBCOMMANDS = (ls.add_parser, plan.add_parser, sweep.add_parser, report.add_pars
                sweep.add_resume_parser, report.add_layers_parser, status.add_parser, env.add_parser)
 
 
+class ParseError(Exception):
+    """A command line argparse cannot parse; ``main`` prints it as every other error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors as one line, like every ``UserError`` (argparse prints the
+    whole usage block first, which buries the one line that says what is wrong); the subcommands'
+    parsers are of this class too (argparse makes them with ``type(parent)``)."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        where = f"smctune {command} --help" if command else "smctune --help"
+        raise ParseError(f"{' '.join(message.split())} (see {where})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="smctune",
         description="SMC-Bench (Sparsity May Cry) sweeps: every task x pruning method x sparsity as a "
                     "Ray Tune trial, tracked in MLflow, reported as the sparsity where each method "
@@ -44,15 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ParseError as err:
+        print(f"smctune: error: {err}", file=sys.stderr)
+        return 2
     try:
         return args.handler(args)
     except UserError as err:
-        print(f"smctune: error: {err}", file=sys.stderr)
+        print(f"smctune: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run = getattr(args, "run", None) or getattr(args, "name", None)
-        hint = f"smctune resume {run}" if run else "smctune resume <run directory>"
+        storage = getattr(args, "storage", DEFAULT_STORAGE)
+        where = f" --storage {storage}" if run and str(storage) != DEFAULT_STORAGE else ""
+        hint = f"smctune resume {run}{where}" if run else "smctune resume <run directory>"
         print(f"smctune: interrupted; finished trials are kept, continue with: {hint}", file=sys.stderr)
         return 130
 

@@ -46,7 +46,7 @@ def add_layers_parser(commands) -> None:
                           "smctune layers smctune_runs/csqa-20261122-101500 --method gmp --sparsity 0.36",
                           "smctune layers thermo-hotcold-20261202-101500 --by-group")
     cmd.add_argument("--method", help="only this method's trials")
-    cmd.add_argument("--sparsity", type=float, help="only levels at this sparsity")
+    cmd.add_argument("--sparsity", help="only levels at this sparsity (in [0, 1); 0 = dense)")
     cmd.add_argument("--by-group", action="store_true",
                      help="one row per trial level with the sparsity of each prunable group of the "
                           "search space (e.g. q, k, v, o, ffn), weighted by layer size")
@@ -59,7 +59,7 @@ def run(args) -> int:
     from smctune.report.write import ReportOptions, write_report
 
     criterion = Criterion(parse_tolerance(args.tolerance), parse_alpha(args.alpha))
-    levels = tuple(parse_sparsities(args.layers_at)) if args.layers_at is not None else None
+    levels = tuple(parse_sparsities(args.layers_at, "--layers-at")) if args.layers_at is not None else None
     options = ReportOptions(metric=args.metric, criterion=criterion, compare_paper=args.compare_paper,
                             layer_levels=levels, out_dir=Path(args.out).resolve() if args.out else None)
     if args.mlflow_uri:
@@ -91,17 +91,33 @@ def run_layers(args) -> int:
     from smctune.report.load import load_run
     from smctune.report.tables import format_layer_groups, format_layers
 
+    sparsity = parse_level(args.sparsity)
     run = load_run(run_dir_of(args))
     if args.method and args.method not in {t.method for t in run.trials}:
         raise UserError(f"--method: no trial of '{args.method}' in this run "
                         f"(valid: {', '.join(sorted({t.method for t in run.trials})) or 'none'})")
     if not args.by_group:
-        print(format_layers(run, method=args.method, sparsity=args.sparsity))
+        print(format_layers(run, method=args.method, sparsity=sparsity))
         return 0
-    from smctune.config.search_space import sweep_search_space
+    from smctune.sweep.request import recorded_search_space
 
-    groups = sweep_search_space(run.spec).keep_dense_groups()
+    groups = recorded_search_space(run.run_dir, run.spec).keep_dense_groups()
     if not groups:
         raise UserError(f"--by-group: task {run.spec.task} defines no prunable groups")
-    print(format_layer_groups(run, groups, method=args.method, sparsity=args.sparsity))
+    print(format_layer_groups(run, groups, method=args.method, sparsity=sparsity))
     return 0
+
+
+def parse_level(text):
+    """``layers --sparsity``: one level in [0, 1) (0: the dense baseline's), or None for every level."""
+    if text is None:
+        return None
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--sparsity '{text}' is not a number (expected a level in [0, 1), e.g. 0.36)") from None
+    if not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise UserError(f"--sparsity must be a level in [0, 1) (0 = dense), got {text}")
+    return value

@@ -50,6 +50,8 @@ def read_search_space(task: str, path: Optional[str] = None) -> SpaceFile:
         source, directory = f"search_spaces/{task}.yaml", packaged
     else:
         file = Path(path)
+        if file.is_dir():
+            raise UserError(f"search space {path} is a directory, not a YAML file")
         if not file.is_file():
             raise UserError(f"search space file not found: {path}")
         source, directory = str(path), file.parent
@@ -116,7 +118,15 @@ def _read(file, shown: str) -> dict:
     import yaml  # cheap, and only needed here
 
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{shown}: not a YAML text file (byte {err.start} is not UTF-8)") from None
+    except OSError as err:
+        raise UserError(f"{shown}: cannot read: {err.strerror or err}") from None
+    if "\x00" in text:
+        raise UserError(f"{shown}: not a YAML text file (it holds NUL bytes)")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         place = f" line {mark.line + 1}" if mark is not None else ""

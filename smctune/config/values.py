@@ -11,8 +11,8 @@ if TYPE_CHECKING:  # annotations only: the search space imports this module
     from smctune.config.search_space import SearchSpace
 
 
-def parse_sparsities(text: str) -> tuple[float, ...]:
-    """``0.2,0.36`` -> (0.2, 0.36); each strictly inside (0, 1)."""
+def parse_sparsities(text: str, flag: str = "--sparsities") -> tuple[float, ...]:
+    """``0.2,0.36`` -> (0.2, 0.36); each strictly inside (0, 1). ``flag``: the option named in errors."""
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -20,11 +20,11 @@ def parse_sparsities(text: str) -> tuple[float, ...]:
             value = float(part)
         except ValueError:
             raise UserError(
-                f"malformed --sparsities '{text}': '{part}' is not a number "
+                f"malformed {flag} '{text}': '{part}' is not a number "
                 "(expected comma-separated values in (0, 1), e.g. 0.2,0.36,0.488)"
             ) from None
         values.append(value)
-    return validate_sparsities(values, "--sparsities")
+    return validate_sparsities(values, flag)
 
 
 def parse_keep_dense(text: Optional[str], space: "SearchSpace") -> tuple[str, ...]:
@@ -71,6 +71,9 @@ def parse_prune_only(text: Optional[str], space: "SearchSpace") -> tuple[str, ..
     return tuple(out)
 
 
+ID_DECIMALS = 4   # a level's precision in trial ids and mask files (``s0.3600``): levels are told apart at it
+
+
 def validate_sparsities(values, where: str) -> tuple[float, ...]:
     problem = sparsities_problem(values)
     if problem:
@@ -80,11 +83,20 @@ def validate_sparsities(values, where: str) -> tuple[float, ...]:
 
 def sparsities_problem(values) -> str:
     """What is wrong with a list of sparsity levels ("" when nothing): the command line and the
-    search-space schema say it the same way."""
+    search-space schema say it the same way. The range is checked at the precision trial ids name a
+    level with, so 0.99999 (``s1.0000``) is refused, and two levels that would share an id are too."""
     if not values:
         return "no sparsity levels given (expected values in (0, 1))"
+    seen: dict = {}
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-                or not 0.0 < value < 1.0:
-            return f"sparsity {value!r} is outside (0, 1)"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0.0 < round(value, ID_DECIMALS) < 1.0:
+            return (f"sparsity {value!r} is outside (0, 1) at the {ID_DECIMALS} decimals trial ids use"
+                    if isinstance(value, float) and math.isfinite(value) and 0.0 < value < 1.0
+                    else f"sparsity {value!r} is outside (0, 1)")
+        key = f"{value:.{ID_DECIMALS}f}"
+        if key in seen and round(seen[key], 6) != round(value, 6):
+            return (f"sparsities {seen[key]!r} and {value!r} are the same level at the {ID_DECIMALS} "
+                    "decimals trial ids use")
+        seen[key] = value
     return ""

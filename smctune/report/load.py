@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from smctune.config.recorded import read_sweep_spec
 from smctune.config.specs import SweepSpec, row_label
 from smctune.errors import UserError
 from smctune.rundir.layout import RunDir
 from smctune.rundir.records import FINISHED_STATUSES, STATUS_FAILED, STATUS_KILLED
+from smctune.tracking.source import relocated
 
 METRIC_KINDS = ("best", "final")
 STATUSES = FINISHED_STATUSES + (STATUS_FAILED, STATUS_KILLED)   # FINISHED_STATUSES: levels are measurements
@@ -70,10 +72,7 @@ def load_run(run_dir: Union[str, Path]) -> RunResults:
     sweep_file = layout.sweep_file
     if not layout.root.is_dir() or not sweep_file.is_file():
         raise UserError(f"not a smctune run directory: {layout.root} (no {sweep_file.name})")
-    try:
-        spec = SweepSpec.from_json(sweep_file.read_text())
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise UserError(f"malformed {sweep_file}: {_one_line(err)}") from None
+    spec = relocated(read_sweep_spec(sweep_file), layout.root)   # it may have been moved or copied
     trials = []
     if layout.results_dir.is_dir():
         for path in sorted(layout.results_dir.glob("*.json")):

@@ -20,6 +20,7 @@ a searched cell's tunings never enter a mean. Pairs are matched on (architecture
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Mapping, Optional
@@ -156,8 +157,11 @@ def layer_sizes(run: RunResults, model: Optional[str] = None) -> dict[str, int]:
     if sizes:
         return sizes
     mine = {t.trial_id for t in trials}
-    path = next((p for (trial_id, _), p in sorted(mask_files(run.run_dir).items()) if trial_id in mine), None)
-    return {name: int(mask.size) for name, mask in load_mask(path).items()} if path else {}
+    for (trial_id, _), path in sorted(mask_files(run.run_dir).items()):
+        mask = _load_or_skip(path, {}) if trial_id in mine else None
+        if mask is not None:
+            return {name: int(bits.size) for name, bits in mask.items()}
+    return {}
 
 
 def pair_similarities(run: RunResults, model: Optional[str] = None) -> list[PairSimilarity]:
@@ -220,10 +224,28 @@ def _mask_jaccard(first: _Measured, second: _Measured, files: dict, loaded: dict
         path = files.get((measured.trial_id, round(measured.level, 4)))
         if path is None:
             return None
-        if path not in loaded:
-            loaded[path] = load_mask(path)
-        masks.append(loaded[path])
+        mask = _load_or_skip(path, loaded)
+        if mask is None:
+            return None
+        masks.append(mask)
     return jaccard(*masks)
+
+
+_WARNED: set = set()
+
+
+def _load_or_skip(path, loaded: dict) -> Optional[dict]:
+    """One damaged mask file costs its own pairs, not the whole report: it is named once on stderr
+    and left out of the overlap."""
+    if path not in loaded:
+        try:
+            loaded[path] = load_mask(path)
+        except UserError as err:
+            loaded[path] = None
+            if path not in _WARNED:
+                _WARNED.add(path)
+                print(f"smctune: warning: skipped in mask overlap: {err}", file=sys.stderr)
+    return loaded[path]
 
 
 def _present(values: Iterable[Optional[float]]) -> list[float]:

@@ -48,6 +48,17 @@ class RunDir:
         return self.root / "environment.json"
 
     @property
+    def search_space_file(self) -> Path:
+        """The resolved search space the sweep ran with: ``resume``, ``status`` and ``report`` read it,
+        never the user's file (which may be gone) or the packaged one (which may have changed)."""
+        return self.root / "search_space.yaml"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the one driver writing this run directory (``rundir.lock.RunLock``)."""
+        return self.root / "driver.lock"
+
+    @property
     def mlflow_db(self) -> Path:
         """The default tracking store (``sqlite:///`` of this path) when no ``--mlflow-uri`` is given."""
         return self.root / "mlflow.db"

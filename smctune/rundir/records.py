@@ -12,6 +12,9 @@ its own heartbeat.
   runs, so ``smctune status`` tells a live sweep from one whose driver is gone.
 
 Every file is written atomically (``layout.write_atomic``), so a reader never sees half a record.
+A write that fails raises its one-line ``UserError`` ("cannot write <path>: <reason>") to the
+caller: what a failure means for the sweep (it stops) is decided where Tune's events arrive
+(``sweep.tune_events.Listeners``), not here.
 """
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 from smctune.config.specs import TrialSpec
-from smctune.errors import UserError
 from smctune.rundir.layout import RunDir, write_atomic
 
 STATUS_OK, STATUS_FAILED, STATUS_KILLED = "ok", "failed", "killed"
@@ -110,7 +112,9 @@ def finished_values(run_dir: PathLike, metric: str = "best",
 
 class RecordKeeper:
     """Collects a trial's reports, keeps its live record current and writes its final record when
-    the trial ends. ``live_every_s``: the least time between two progress writes of one trial."""
+    the trial ends. ``live_every_s``: the least time between two progress writes of one trial.
+    The in-memory state is updated before a file is written, so after a failed write the trial is
+    still open (a live record failed) or closed (its final record failed) as the event said."""
 
     def __init__(self, run_dir: PathLike, chance: float, live_every_s: float = LIVE_EVERY_S):
         self.run = RunDir(run_dir)
@@ -225,9 +229,8 @@ class RecordKeeper:
                 "started_at": round(record["_t0"], 3), "updated_at": round(now, 3),
                 "step": last.get("step"), "round": last.get("round"), "retries": record["retries"],
                 "error": record.get("last_retry_error")}
-        with contextlib.suppress(UserError):   # a convenience for ``status``: never stop a sweep
-            write_atomic(self.run.live_file(trial_id), json.dumps(live))
-        self._live_written[trial_id] = now
+        self._live_written[trial_id] = now   # a failed write is not retried at every result
+        write_atomic(self.run.live_file(trial_id), json.dumps(live))
 
 
 def layer_summary(layerwise) -> dict:

@@ -10,7 +10,8 @@ created; ``sweep.json``, ``plan.json`` and ``environment.json`` are written befo
 (so ``status`` and ``resume`` work from then on); trials run stage by stage (``run.run_sweep``)
 with every MLflow call on its own thread (``TrackerThread``), off Tune's event loop; Ray is stopped
 before the report, which needs none; and the sweep's MLflow parent run always ends FINISHED,
-FAILED or KILLED (Ctrl-C, or the SIGTERM ``run_sweep`` turns into one).
+FAILED or KILLED (Ctrl-C, or the SIGTERM ``run_sweep`` turns into one), ended before Ray is stopped
+when the sweep fails. An ``http(s)://`` tracking server is checked before Ray starts.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
-from smctune.errors import UserError
 from smctune.rundir.layout import RunDir, write_atomic
+from smctune.rundir.lock import RunLock
 from smctune.sweep.request import DEFAULT_STORAGE, SweepRequest
 
 if TYPE_CHECKING:  # annotations only: importing the driver stays light
@@ -31,8 +32,6 @@ if TYPE_CHECKING:  # annotations only: importing the driver stays light
 
 # sweep.json fields a continued sweep may change: how it runs, not what it measures
 # (train_examples is measured on the data each time; sweeps recorded before it existed have none)
-VOLATILE_FIELDS = frozenset({"verbosity", "max_concurrent", "max_failures", "preset_reason",
-                             "trials_per_cell", "asha", "search", "train_examples"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,10 @@ def run_request(request: SweepRequest, *, report: bool = True) -> SweepResult:
     """``sweep`` for a ready ``SweepRequest`` (what ``smctune sweep`` builds from its flags)."""
     from smctune.sweep.cluster import ray_running, shutdown_ray
     from smctune.sweep.request import resolve
+    from smctune.tracking.tracker import check_reachable
 
+    if request.mlflow_uri:
+        check_reachable(request.mlflow_uri)   # before Ray starts (resolving a preset may start it)
     own_ray = not ray_running()
     try:
         spec, space = resolve(request, for_plan=False)
@@ -86,46 +88,34 @@ def resume(run: Union[str, Path], *, storage: Union[str, Path] = DEFAULT_STORAGE
     """Continue an interrupted sweep from its run directory (a path, or a name under ``storage``):
     the same settings (``sweep.json``), finished trials skipped, failed ones run again only with
     ``restart_errored``. ``verbosity``: None keeps the sweep's."""
-    from smctune.config.search_space import sweep_search_space
     from smctune.sweep.cluster import ray_running
-    from smctune.sweep.request import find_run_dir
-    from smctune.tracking.tracker import default_tracking_uri
+    from smctune.sweep.request import find_run_dir, recorded_search_space
+    from smctune.tracking.tracker import check_reachable, default_tracking_uri
 
     run_dir = find_run_dir(run, storage)
     spec = read_spec(run_dir)
-    spec = dataclasses.replace(spec, verbosity=spec.verbosity if verbosity is None else verbosity,
-                               run_dir=str(run_dir))
-    space = sweep_search_space(spec)
+    check_reachable(spec.mlflow_uri)   # before Ray starts
+    spec = dataclasses.replace(spec, verbosity=spec.verbosity if verbosity is None else verbosity)
+    space = recorded_search_space(run_dir, spec)
     return _run(spec, space, rerun_failed=restart_errored, shared_storage=shared_storage,
                 default_mlflow=spec.mlflow_uri == default_tracking_uri(run_dir), report=report,
                 own_ray=not ray_running())
 
 
 def read_spec(run_dir: Path):
-    """The ``SweepSpec`` a run directory was started with."""
-    from smctune.config.specs import SweepSpec
+    """The ``SweepSpec`` a run directory was started with (checked key by key, placed where the
+    directory is now)."""
+    from smctune.sweep.request import read_recorded_spec
 
-    try:
-        return SweepSpec.from_json(RunDir(run_dir).sweep_file.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a smctune run directory (no sweep.json)") from None
-    except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"{run_dir}/sweep.json is malformed: {' '.join(str(err).split())}") from None
+    return read_recorded_spec(run_dir)
 
 
 def record_spec(run_dir: Union[str, Path], spec) -> Path:
     """sweep.json pins a run's settings: rerunning the name with different settings is refused."""
-    from smctune.config.specs import SweepSpec
+    from smctune.sweep.request import check_continues
 
-    path = RunDir(run_dir).sweep_file
-    if path.is_file():
-        previous = SweepSpec.from_json(path.read_text())
-        differs = [f for f in spec.__dataclass_fields__ if f not in VOLATILE_FIELDS
-                   and getattr(previous, f) != getattr(spec, f)]
-        if differs:
-            raise UserError(f"run directory {run_dir} holds a sweep with different {', '.join(differs)}; "
-                            "use another --name (or the same arguments to continue it)")
-    return write_atomic(path, spec.to_json())
+    check_continues(spec)
+    return write_atomic(RunDir(run_dir).sweep_file, spec.to_json())
 
 
 def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflow: bool,
@@ -136,7 +126,7 @@ def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflo
     from smctune.sweep.cluster import check_cluster, check_writable, ray_nodes, shutdown_ray
     from smctune.sweep.plan_view import write_plan
     from smctune.sweep.progress import ProgressPrinter
-    from smctune.sweep.request import validate_data
+    from smctune.sweep.request import validate_data, write_search_space_copy
     from smctune.sweep.plan import plan_trials, tuned_trial_count
     from smctune.sweep.run import run_sweep
     from smctune.tracking.thread import TrackerThread
@@ -146,7 +136,7 @@ def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflo
         if own_ray:   # a Ray the caller had started before is theirs to stop
             shutdown_ray()
 
-    tracking = None
+    tracking = lock = None
     try:
         printer = ProgressPrinter(total=0, verbosity=spec.verbosity)
         printer.message(f"preset: {spec.preset} ({spec.preset_reason})", level=0)
@@ -159,7 +149,13 @@ def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflo
                       warn=lambda text: printer.message(text, level=0))
         run_dir = Path(spec.run_dir)
         check_writable(run_dir)
+        # one driver per run directory: a second `sweep --name` of the same run is refused, naming
+        # the holder, instead of training every trial twice
+        lock = RunLock(RunDir(run_dir).lock_file, f"sweep {spec.task} --name {spec.name}",
+                       what=f"run directory {run_dir}").acquire()
         files = [record_spec(run_dir, spec)]
+        copy = write_search_space_copy(run_dir, spec)
+        files += [copy] if copy else []
         printer.total = tuned_trial_count(trials, space, spec)
         printer.message(f"task {spec.task}: {len(trials)} trials ({', '.join(spec.methods)}) on "
                         f"{data.source}; run directory {run_dir}")
@@ -173,14 +169,18 @@ def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflo
         printer.message(f"sweep finished in {seconds:.0f}s "
                         f"({outcome.trials_run} trials run, {outcome.trials_skipped} already done)")
     except BaseException as err:
-        stop_ray()
+        # the parent run first: Ray's shutdown can outlast a scheduler's grace period (timeout -k,
+        # SLURM, ray job stop) and a SIGKILL then would leave it RUNNING
         _end_sweep_run(tracking, err)
         if tracking is not None:
             tracking.close()
+        if lock is not None:
+            lock.release()
+        stop_ray()
         raise
-    stop_ray()
     paths = None
     try:
+        stop_ray()   # inside: a SIGTERM during the shutdown still ends the parent run
         if report:
             from smctune.report import write as report_write
 
@@ -193,6 +193,7 @@ def _run(spec, space, *, rerun_failed: bool, shared_storage: bool, default_mlflo
         raise
     finally:
         tracking.close()
+        lock.release()
     return SweepResult(run_dir=run_dir, spec=spec, trials_total=outcome.trials_total,
                        trials_run=outcome.trials_run, trials_skipped=outcome.trials_skipped,
                        seconds=seconds, report=paths)
@@ -210,7 +211,15 @@ def _open_tracker(spec, run_dir: Path, sha: str, files: list):
     return tracker
 
 
+END_RUN_WAIT_S = 30.0   # a hung tracking server does not keep Ray from being stopped
+
+
 def _end_sweep_run(tracking, err: BaseException) -> None:
-    """The sweep's MLflow parent run never stays RUNNING: KILLED on Ctrl-C, FAILED otherwise."""
+    """The sweep's MLflow parent run never stays RUNNING: KILLED on Ctrl-C or a SIGTERM (Ray's own
+    handler turns one into ``SystemExit`` outside the trials), FAILED otherwise, with the error's
+    one line as its ``error`` tag."""
     if tracking is not None:
-        tracking.call("end_sweep", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        stopped = isinstance(err, (KeyboardInterrupt, SystemExit))
+        tracking.call("end_sweep", "KILLED" if stopped else "FAILED",
+                      None if stopped else " ".join(str(err).split()) or type(err).__name__,
+                      timeout=END_RUN_WAIT_S)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smctune.errors import UserError
+
 
 def open_journal(path: Path):
     """The ``JournalStorage`` of ``path``, after dropping a torn last line (``repair_journal``)."""
@@ -19,7 +21,11 @@ def open_journal(path: Path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path.parent.mkdir(parents=True, exist_ok=True)
     repair_journal(path)
-    return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except ValueError as err:   # JSONDecodeError, UnicodeDecodeError, "Invalid log format."
+        raise UserError(f"{path}: not an Optuna journal ({type(err).__name__}); move it aside to start "
+                        "the cell searches afresh") from None
 
 
 def repair_journal(path: Path) -> None:

@@ -19,6 +19,12 @@ from smctune.errors import UserError
 
 DEFAULT_STORAGE = "smctune_runs"
 SEARCH_MODES = ("grid", "threshold")
+MAX_SEEDS = 1000          # seeds 0..N-1; more is a typo, not a sweep (each seed is a full grid)
+MAX_NAME_BYTES = 128      # a run name is one directory name on every filesystem smctune meets
+# sweep.json fields a continued sweep may change: how it runs, not what it measures
+# (train_examples is measured on the data each time; sweeps recorded before it existed have none)
+VOLATILE_FIELDS = frozenset({"verbosity", "max_concurrent", "max_failures", "preset_reason",
+                             "trials_per_cell", "asha", "search", "train_examples"})
 
 Choices = Union[None, str, Sequence[Any]]
 
@@ -72,12 +78,13 @@ def _text(value: Any) -> Optional[str]:
 
 
 def resolve(request: SweepRequest, *, for_plan: bool):
-    """``(SweepSpec, SearchSpace)``: everything cheap is validated first, then the preset is
-    resolved (``auto``/``paper`` count GPUs; ``plan`` asks torch instead of starting Ray)."""
+    """``(SweepSpec, SearchSpace)``: every choice is validated before Ray starts (a refused sweep
+    costs no start-up and leaves nothing behind): cheap checks first, then those that depend on the
+    preset, with the preset ``plan`` picks (torch counts the GPUs). ``auto``/``paper`` in a sweep
+    then ask Ray, whose cluster may have other GPUs, and the preset's choices are checked again."""
     from smctune.catalog import registry
     from smctune.catalog.tunables import FAITHFUL
     from smctune.config.search_space import load_search_space
-    from smctune.config.specs import SweepSpec
     from smctune.config.values import parse_keep_dense, parse_prune_only, parse_sparsities
     from smctune.sweep.cluster import visible_gpus
     from smctune.sweep.plan import resolve_preset
@@ -89,12 +96,17 @@ def resolve(request: SweepRequest, *, for_plan: bool):
     registry.preset_entry(request.preset)
     if request.faithful not in FAITHFUL:
         raise UserError(f"unknown --faithful '{request.faithful}' (valid: {', '.join(FAITHFUL)})")
-    if request.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    _check_count("--seeds", request.seeds, 1, "number of seeds, 0..N-1", upper=MAX_SEEDS)
+    _check_count("--max-concurrent", request.max_concurrent, 0, "0 = as many as resources allow")
+    _check_count("--max-failures", request.max_failures, 0, "retries of a failed trial; 0 = never retry")
+    run_dir = _run_dir_of(request)
     gpus_per_trial = parse_gpus_per_trial(_text(request.gpus_per_trial))
     search_space = str(request.search_space) if request.search_space else None
     space = load_search_space(task, search_space)
     sparsities_text = _text(request.sparsities)
+    if sparsities_text is not None and not sparsities_text.strip():
+        raise UserError("--sparsities is empty: give comma-separated levels in (0, 1), e.g. 0.2,0.36, or "
+                        "leave the flag out for the search space's grid")
     sparsities = parse_sparsities(sparsities_text) if sparsities_text else space.sparsities
     keep_dense = parse_keep_dense(_text(request.keep_dense), space)
     prune_only = parse_prune_only(_text(request.prune_only), space)
@@ -105,38 +117,79 @@ def resolve(request: SweepRequest, *, for_plan: bool):
     data_dir = str(Path(request.data_dir).resolve()) if request.data_dir else None
     if data_dir and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {request.data_dir} is not a directory")
-    run_dir = _run_dir_of(request)
     mlflow_uri = request.mlflow_uri or default_tracking_uri(run_dir)
-    gpus = visible_gpus(start_ray=not for_plan) if request.preset in ("auto", "paper") else 0.0
-    if for_plan and request.preset == "paper" and gpus <= 0:  # plan a GPU sweep from a laptop
+    if request.search not in SEARCH_MODES:
+        raise UserError(f"unknown --search '{request.search}' (valid: {', '.join(SEARCH_MODES)})")
+    if prune_only and request.search != "grid":
+        raise UserError("--prune-only runs every level of every group: use it with --search grid")
+    chosen = dict(
+        task=task, methods=methods, sparsities=sparsities, seeds=tuple(range(request.seeds)),
+        name=run_dir.name, run_dir=str(run_dir), mlflow_uri=mlflow_uri, data_dir=data_dir,
+        keep_dense=keep_dense, max_concurrent=request.max_concurrent, max_failures=request.max_failures,
+        search_space_file=search_space or space.source, verbosity=request.verbosity,
+        faithful=request.faithful, gpus_per_trial=gpus_per_trial, asha=bool(request.asha),
+        search=request.search, prune_only=prune_only)
+    # every choice is checked first with the preset ``plan`` would pick, which starts no Ray (torch
+    # counts the GPUs) ...
+    gpus = visible_gpus(start_ray=False) if request.preset in ("auto", "paper") else 0.0
+    if request.preset == "paper" and gpus <= 0:  # plan a GPU sweep from a laptop, or ask Ray below
         preset, reason = "paper", "requested; no GPU visible here"
     else:
         preset, reason = resolve_preset(request.preset, gpus)
+    spec = _with_preset(request, space, chosen, preset, reason)
+    if not for_plan and request.preset in ("auto", "paper"):
+        # ... and a sweep then asks Ray, which may see other GPUs (a cluster's): checked again
+        preset, reason = resolve_preset(request.preset, visible_gpus(start_ray=True))
+        spec = _with_preset(request, space, chosen, preset, reason)
+    return spec, space
+
+
+def _with_preset(request: SweepRequest, space, chosen: dict, preset: str, reason: str):
+    """The ``SweepSpec`` of ``chosen`` under ``preset``, with the choices that depend on it
+    (architectures, folds, the tuning budget) checked."""
+    from smctune.catalog import registry
+    from smctune.config.specs import SweepSpec
+
+    task, prune_only = chosen["task"], chosen["prune_only"]
     space.preset(preset)
     models = parse_models(_text(request.model), space)
-    folds = parse_folds(_text(request.folds), registry.load_task(task).folds(preset, data_dir), task)
+    folds = parse_folds(_text(request.folds), registry.load_task(task).folds(preset, chosen["data_dir"]), task)
     trials_per_cell = parse_trials_per_cell(_text(request.trials_per_cell), space, preset)
-    search = request.search
-    if search not in SEARCH_MODES:
-        raise UserError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
     budget = trials_per_cell or space.search_decl(preset).trials_per_cell
     if request.asha and budget < 2:
         raise UserError("--asha compares tunings within a cell, so it needs --trials-per-cell 2 or more "
                         "(and a search: block declaring what to tune)")
-    if prune_only and search != "grid":
-        raise UserError("--prune-only runs every level of every group: use it with --search grid")
     if prune_only and budget > 1:
         raise UserError("--prune-only measures each group at the method's default settings: it does not "
                         "combine with --trials-per-cell > 1")
-    spec = SweepSpec(
-        task=task, methods=methods, sparsities=sparsities, seeds=tuple(range(request.seeds)),
-        preset=preset, preset_reason=reason, name=run_dir.name, run_dir=str(run_dir),
-        mlflow_uri=mlflow_uri, data_dir=data_dir, keep_dense=keep_dense,
-        max_concurrent=request.max_concurrent, max_failures=request.max_failures,
-        search_space_file=search_space or space.source, verbosity=request.verbosity,
-        faithful=request.faithful, models=models, folds=folds, gpus_per_trial=gpus_per_trial,
-        trials_per_cell=trials_per_cell, asha=bool(request.asha), search=search, prune_only=prune_only)
-    return spec, space
+    spec = SweepSpec(**chosen, preset=preset, preset_reason=reason, models=models, folds=folds,
+                     trials_per_cell=trials_per_cell)
+    check_continues(spec)
+    return spec
+
+
+def _check_count(flag: str, value: Any, lowest: int, meaning: str, upper: Optional[int] = None) -> None:
+    """A whole-number setting in range (a notebook may pass anything, the CLI passes ints)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{flag} must be a whole number >= {lowest} ({meaning}), got {value!r}")
+    if value < lowest or (upper is not None and value > upper):
+        bound = f"in {lowest}..{upper}" if upper is not None else f">= {lowest}"
+        raise UserError(f"{flag} must be {bound} ({meaning}), got {value}")
+
+
+def check_continues(spec) -> None:
+    """A name whose run directory already holds a sweep continues it only with the same settings:
+    refused here, before Ray starts, rather than when ``sweep.json`` is written."""
+    from smctune.rundir.layout import RunDir
+
+    if not RunDir(spec.run_dir).sweep_file.exists():
+        return
+    previous = read_recorded_spec(spec.run_dir)
+    differs = [f for f in spec.__dataclass_fields__ if f not in VOLATILE_FIELDS
+               and getattr(previous, f) != getattr(spec, f)]
+    if differs:
+        raise UserError(f"run directory {spec.run_dir} holds a sweep with different {', '.join(differs)}; "
+                        "use another --name (or the same arguments to continue it)")
 
 
 def _run_dir_of(request: SweepRequest) -> Path:
@@ -146,10 +199,39 @@ def _run_dir_of(request: SweepRequest) -> Path:
                         "directory every node mounts at the same path (NFS or EFS, Filestore, or the "
                         "bucket mounted with gcsfuse, mountpoint-s3 or s3fs; on one machine, local disk)")
     storage = Path(request.storage).expanduser().resolve()
-    name = request.name or f"{request.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if "/" in name or name in ("", ".", ".."):
-        raise UserError(f"--name '{name}' must be a plain name, not a path")
-    return storage / name
+    if storage.exists() and not storage.is_dir():
+        raise UserError(f"--storage {request.storage} is not a directory")
+    name = f"{request.task}-{time.strftime('%Y%m%d-%H%M%S')}" if request.name is None else request.name
+    check_run_name(name)
+    run_dir = storage / name
+    if run_dir.is_symlink():
+        raise UserError(f"--name {name}: {run_dir} is a symbolic link; a run directory is never followed "
+                        "out of --storage (remove the link or choose another --name)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--name {name}: {run_dir} exists and is not a directory")
+    return run_dir
+
+
+def check_run_name(name: Any) -> str:
+    """A run name is one safe directory name under ``--storage``: not empty, no path separator,
+    control or invisible character, not ``.``/``..`` or hidden, not an option (``-x``), not too long,
+    and not a name the storage root keeps for itself (the shared dense cache)."""
+    from smctune.rundir.layout import DENSE_CACHE_DIRNAME
+
+    rule = "a run name is one directory name: letters, digits, '-', '_', '.'"
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"--name is empty ({rule}; leave the flag out for <task>-<timestamp>)")
+    bad = next((c for c in name if c in "/\\" or not c.isprintable()), None)
+    if bad is not None:
+        raise UserError(f"--name {name!r}: {bad!r} is not allowed ({rule})")
+    if name != name.strip() or name[0] in "-.":
+        raise UserError(f"--name {name!r}: must not start with '-', '.' or a space, nor end with a space "
+                        f"({rule})")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UserError(f"--name is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES}")
+    if name in (DENSE_CACHE_DIRNAME,):
+        raise UserError(f"--name {name}: reserved (the storage root's shared dense cache); choose another")
+    return name
 
 
 def find_run_dir(run: Union[str, Path], storage: Union[str, Path] = DEFAULT_STORAGE) -> Path:
@@ -161,6 +243,72 @@ def find_run_dir(run: Union[str, Path], storage: Union[str, Path] = DEFAULT_STOR
     if not path.is_dir():
         raise UserError(f"no run directory '{run}' (looked in . and {storage}/)")
     return path.resolve()
+
+
+def read_recorded_spec(run_dir: Union[str, Path]):
+    """The ``SweepSpec`` a run directory was started with, checked key by key
+    (``config.recorded``), and placed where the directory is now: a run directory moved or copied
+    elsewhere names its old place in ``sweep.json``, and so does its default MLflow store."""
+    from smctune.config.recorded import read_sweep_spec
+    from smctune.rundir.layout import RunDir
+    from smctune.tracking.source import relocated
+
+    return relocated(read_sweep_spec(RunDir(run_dir).sweep_file), run_dir)
+
+
+def recorded_search_space(run_dir: Union[str, Path], spec):
+    """The search space a recorded sweep ran with: the copy of the resolved file in its run
+    directory when the sweep wrote one, else the file ``sweep.json`` names (the packaged one, or
+    the user's ``--search-space`` if it still exists). A user's file that is gone is refused, never
+    silently replaced by the packaged one: the trials would not be the ones recorded."""
+    from smctune.config.search_space import load_search_space, sweep_search_space
+
+    copy = search_space_copy_path(run_dir)
+    if copy.is_file():
+        return load_search_space(spec.task, str(copy))
+    source = spec.search_space_file
+    if source and source != packaged_source(spec.task) and not Path(source).is_file():
+        raise UserError(f"{run_dir}: the sweep's search space {source} no longer exists and the run "
+                        f"directory holds no copy of it ({copy.name}); put the file back")
+    return sweep_search_space(spec)
+
+
+def search_space_copy_path(run_dir: Union[str, Path]) -> Path:
+    """Where a run directory keeps the copy of its resolved search space (``RunDir.search_space_file``)."""
+    from smctune.rundir.layout import RunDir
+
+    return RunDir(run_dir).search_space_file
+
+
+def write_search_space_copy(run_dir: Union[str, Path], spec) -> Optional[Path]:
+    """Keep the resolved search space in the run directory (once: a resumed sweep reads it back
+    from there), so ``resume``, ``status`` and ``report`` never depend on the user's file, nor on
+    the packaged one of whatever smctune version is installed later. None when it is already there."""
+    from smctune.rundir.layout import write_atomic
+
+    copy = search_space_copy_path(run_dir)
+    if copy.exists():
+        return None
+    source = spec.search_space_file
+    path = None if not source or source == packaged_source(spec.task) else source
+    return write_atomic(copy, resolved_space_text(spec.task, path))
+
+
+def packaged_source(task: str) -> str:
+    """How ``SearchSpace.source`` names a packaged search space."""
+    return f"search_spaces/{task}.yaml"
+
+
+def resolved_space_text(task: str, path: Optional[str]) -> str:
+    """The YAML of a search space with its ``extends:`` chain merged in: what the run directory's
+    copy holds, so it reads back alone, whatever becomes of the files it was built from."""
+    import yaml
+
+    from smctune.config.extends import read_search_space
+
+    file = read_search_space(task, path)
+    return (f"# the resolved search space of this sweep: {file.label}\n"
+            + yaml.safe_dump({"task": task, **file.data}, sort_keys=False, allow_unicode=True))
 
 
 # ------------------------------------------------------------------------------------ one value each

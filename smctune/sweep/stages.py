@@ -3,7 +3,8 @@ threshold search) runs.
 
 The cell searcher emits the trials (skipping finished ones, longest expected first) and, in
 searched cells, Optuna's further tunings, interleaving cells. Ray retries a failed trial from its
-last checkpoint (``FailureConfig``).
+last checkpoint (``FailureConfig``). A failed write into the run directory stops the Tuner at its
+next step and ``run`` raises it (``tune_events.StorageFault``).
 """
 from __future__ import annotations
 
@@ -25,17 +26,19 @@ class StageRunner:
     as finished besides ok/collapsed (``failed`` when failures are kept)."""
 
     def __init__(self, sweep, space, run_dir: Path, fn, resources, listeners, specs, also: tuple,
-                 heartbeat=None):
+                 heartbeat=None, redo: frozenset = frozenset()):
         self.sweep, self.space, self.run_dir, self.fn = sweep, space, Path(run_dir), fn
         self.resources, self.listeners, self.specs, self.also = resources, listeners, specs, also
         self.heartbeat = heartbeat
+        self.redo = redo   # recorded finished, but to run again (a dense baseline whose cache entry is damaged)
         self.decl = space.search_decl(sweep.preset)
         self.budget = sweep.trials_per_cell or self.decl.trials_per_cell
         self.pending_limit = pending_trials_limit(resources)
 
     def done(self, metric: str) -> dict:
-        """Finished trial id -> value under ``metric`` (``records.finished_values``)."""
-        return finished_values(self.run_dir, metric, also=self.also)
+        """Finished trial id -> value under ``metric`` (``records.finished_values``), less ``redo``."""
+        return {trial_id: value for trial_id, value in finished_values(self.run_dir, metric, also=self.also).items()
+                if trial_id not in self.redo}
 
     def run(self, name: str, batch: list[TrialSpec], waiting: list[TrialSpec]) -> None:
         from ray import tune
@@ -79,3 +82,4 @@ class StageRunner:
         )
         with pending_trials(self.pending_limit):
             tuner.fit()
+        self.listeners.check()   # a write that failed at Tune's last event, after its last step

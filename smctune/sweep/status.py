@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from smctune.config.search_space import sweep_search_space, trial_resources
+from smctune.config.search_space import trial_resources
 from smctune.config.specs import SweepSpec, row_label
 from smctune.errors import UserError
 from smctune.rundir.layout import RunDir
 from smctune.rundir.records import LIVE_RETRYING, read_heartbeat, read_live, read_records
 from smctune.sweep.plan import plan_trials, stage_of
+from smctune.sweep.request import read_recorded_spec, recorded_search_space
 from smctune.sweep.status_format import format_resources
 
 
@@ -88,10 +89,15 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
     """Every planned trial of the run, with its state and why (see the module docstring)."""
     run = RunDir(run_dir)
     now = time.time() if now is None else now
-    spec = _read_spec(run)
-    space = sweep_search_space(spec)
+    spec = read_recorded_spec(run.root)
+    space = recorded_search_space(run.root, spec)
     resources = _trial_resources(spec, space)
     records, live = read_records(run.root), read_live(run.root)
+    damaged = sorted(trial_id for trial_id, data in records.items() if not isinstance(data, dict))
+    if damaged:   # written atomically: a record that does not parse was damaged after the fact
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise UserError(f"damaged trial record {run.record_file(damaged[0])}{more}: not a JSON object; "
+                        "move it away and `smctune resume` runs that trial again")
     driver = read_driver(run.root, now)
 
     trials = [TrialStatus(trial_id=t.trial_id, method=row_label(t.method, t.group), sparsity=t.sparsity,
@@ -107,16 +113,6 @@ def read_status(run_dir, now: Optional[float] = None) -> RunStatus:
         _settle(trial, records, live.get(trial.trial_id), driver, spec.max_failures)
     _explain_waiting(trials, driver, spec)
     return RunStatus(run_dir=run.root, spec=spec, trials=trials, driver=driver, now=now)
-
-
-def _read_spec(run: RunDir) -> SweepSpec:
-    path = run.sweep_file
-    if not path.is_file():
-        raise UserError(f"{run.root} has no {path.name}: not a smctune run directory")
-    try:
-        return SweepSpec.from_json(path.read_text())
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise UserError(f"{path}: unreadable sweep spec ({err})") from None
 
 
 def _trial_resources(spec: SweepSpec, space) -> dict:

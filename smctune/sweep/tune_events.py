@@ -4,13 +4,24 @@
 Records and progress are written on Tune's loop (small local files, a line of output); MLflow calls
 are queued to their own thread (``tracking.thread``), so a slow tracking server never holds up
 scheduling.
+
+A write that fails (a full disk, a read-only or vanished mount) is not raised into Tune: Tune would
+take it for the trial's own error, retry the trial and carry on, training trials whose results could
+not be kept. The listeners remember the first failure instead and Tune's loop stops at its next step
+(``StorageFault``), as for a SIGTERM. Every write counts, live records included: they go to the same
+storage as the final records, so the first one that fails says the next final record would be lost
+too, and stopping then loses the least work. What was recorded before stays, and ``resume`` runs
+the rest.
 """
 from __future__ import annotations
 
+import contextlib
+import errno as errno_codes
 from pathlib import Path
 from typing import Optional
 
 from smctune.config.specs import TrialSpec
+from smctune.errors import UserError
 from smctune.rundir.records import STATUS_FAILED, STATUS_KILLED, RecordKeeper
 from smctune.sweep.cell_keys import trial_id_of
 from smctune.sweep.progress import ProgressPrinter
@@ -33,6 +44,7 @@ def event_bridge(listener: "Listeners", specs: dict):
         def on_step_begin(self, iteration, trials, **info):
             if sigterm_received():   # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
                 raise KeyboardInterrupt
+            listener.check()   # a write failed since the last step: stop here
 
         def on_trial_start(self, iteration, trials, trial, **info):
             # a planned trial, or a tuning of a searched cell (its spec comes with the config)
@@ -70,8 +82,29 @@ def one_line_error(trial) -> str:
     return lines[-1][:300] if lines else "trial failed (no error text)"
 
 
+class StorageFault(UserError):
+    """A write into the run directory failed: the sweep stops, with this one line (the path, the
+    reason and its errno, and how to continue). A ``UserError``: a full disk or a lost mount is the
+    environment's to fix, not a bug to show a traceback for, and ``resume`` continues the sweep."""
+
+
+def describe_write_failure(err: BaseException, run_dir) -> str:
+    """One line for a failed write: ``layout.atomic_path``'s "cannot write <path>: <reason>" (or a
+    bare ``OSError``'s), the errno's name, and how to continue."""
+    cause = err if isinstance(err, OSError) else getattr(err, "__context__", None)
+    code = getattr(err, "errno", None) or getattr(cause, "errno", None)
+    name = f" [{errno_codes.errorcode.get(code, code)}]" if code else ""
+    if isinstance(err, OSError):
+        text = f"cannot write {err.filename or run_dir}: {err.strerror or err}"
+    else:
+        text = " ".join(str(err).split())
+    return (f"{text}{name}; the sweep stopped, its records so far are intact: fix the storage and "
+            f"continue with: smctune resume {run_dir}")
+
+
 class Listeners:
-    """Fan-out to records, MLflow and progress, keeping the MLflow run id in the record."""
+    """Fan-out to records, MLflow and progress, keeping the MLflow run id in the record. A failed
+    record write is remembered (``fault``) and stops the sweep at Tune's next step (``check``)."""
 
     RUN_ID_WAIT_S = 30.0   # a finished trial's record waits this long at most for its MLflow run id
 
@@ -80,28 +113,59 @@ class Listeners:
         self.tracking.on_error = self._tracking_failed
         self._run_ids: dict = {}
         self._tracker_warned = False
+        self.fault: Optional[StorageFault] = None
+
+    @contextlib.contextmanager
+    def storage(self):
+        """Around a record write: a failure is remembered, not raised (see the module docstring);
+        ``ok`` is False after the block when it failed."""
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except (UserError, OSError) as err:   # layout.write_atomic's one line, or a bare OSError
+            outcome.ok = False
+            self.write_failed(err)
+
+    def write_failed(self, err: BaseException) -> None:
+        """Remember the first failed write (callable from any thread, e.g. the heartbeat's)."""
+        if self.fault is None:
+            self.fault = StorageFault(describe_write_failure(err, self.records.run.root))
+
+    def check(self) -> None:
+        """Raise the remembered write failure, if any: the sweep stops."""
+        if self.fault is not None:
+            raise self.fault
 
     def started(self, spec: TrialSpec) -> None:
         if spec.trial_id in self.records.open:
-            self.records.restarted(spec.trial_id)  # Ray restarting a failed trial: same record, same run
+            with self.storage():
+                self.records.restarted(spec.trial_id)  # Ray restarting a failed trial: same record, same run
             return
-        self.records.started(spec)
+        with self.storage():
+            self.records.started(spec)   # opened in memory even when its live record failed
         self._run_ids[spec.trial_id] = self.tracking.submit("started", spec)
         self.printer.started(spec)
 
     def result(self, trial_id: str, metrics: dict) -> None:
-        self.records.result(trial_id, metrics)
+        with self.storage():
+            self.records.result(trial_id, metrics)
         self.tracking.submit("result", trial_id, dict(metrics))
         self.printer.result(trial_id, metrics)
 
     def recovered(self, trial_id: str, error: str) -> None:
-        self.records.recovered(trial_id, error)
+        with self.storage():
+            self.records.recovered(trial_id, error)
         self.tracking.submit("recovered", trial_id, error)
         self.printer.recovered(trial_id, error)
 
     def finished(self, trial_id: str, status: str, error: Optional[str] = None) -> None:
         self.records.attach(trial_id, "mlflow_run_id", self._run_id(trial_id))
-        record = self.records.finished(trial_id, status, error)
+        record = None
+        with self.storage() as write:
+            record = self.records.finished(trial_id, status, error)
+        if not write.ok:   # not in the run directory, so resume runs it again
+            error = f"{error}; record not written" if error else "record not written (storage failed)"
+            status = status if status == STATUS_KILLED else STATUS_FAILED
         self.tracking.submit("finished", trial_id, status, error, record)
         self.printer.finished(trial_id, status, error)
 
@@ -120,11 +184,22 @@ class Listeners:
             self.printer.message(f"warning: MLflow {event} failed ({' '.join(str(err).split())[:300]}); "
                                  "results still go to the run directory", level=0)
 
+    def skipped(self, spec: TrialSpec, status: str, reason: str) -> None:
+        """A trial that never ran gets a record saying why (``RecordKeeper.write_skipped``)."""
+        with self.storage():
+            self.records.write_skipped(spec, status, reason)
+
     def abort_open(self, reason: str) -> None:
+        """Record every open trial ``killed`` (where the storage still takes it) and end its MLflow
+        run, so none stays RUNNING."""
         for trial_id in list(self.records.open):
             self.finished(trial_id, STATUS_KILLED, reason)
         self.tracking.submit("close_open_runs")
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks (which hold this) into the experiment state
-        return dict(self.__dict__, _run_ids={})
+        return dict(self.__dict__, _run_ids={}, fault=None)
+
+
+class _Outcome:
+    ok = True

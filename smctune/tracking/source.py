@@ -16,9 +16,61 @@ from smctune.errors import UserError
 from smctune.rundir.layout import RunDir, write_atomic
 from smctune.tracking.tracker import RECORD_ARTIFACT, SWEEP_KIND_TAG
 
+# tracking URI schemes MLflow reads (a database scheme may name its driver: postgresql+psycopg2)
+SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_source(tracking_uri: str) -> None:
+    """A store to read from must exist: MLflow would create an empty database (or ``mlruns``
+    directory) at a mistyped path, and retries a file it cannot open for minutes. A local store is
+    checked here, without MLflow; a server is asked when the report reads it."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(tracking_uri)
+    scheme = parsed.scheme.split("+")[0].lower()
+    if len(scheme) <= 1:   # a path (or a Windows drive letter): MLflow's file store
+        scheme, local = "file", tracking_uri
+    elif scheme not in SCHEMES:
+        raise UserError(f"--mlflow-uri {tracking_uri}: unknown scheme '{parsed.scheme}' "
+                        f"(valid: {', '.join(SCHEMES)})")
+    else:
+        local = unquote(parsed.path)
+    if scheme == "sqlite":
+        path = Path(tracking_uri.split(":///", 1)[1]) if ":///" in tracking_uri else None
+        if path is None or not path.is_file():
+            raise UserError(f"--mlflow-uri {tracking_uri}: no such database file "
+                            f"({path if path is not None else 'expected sqlite:///<path>'})")
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(len(SQLITE_MAGIC))
+        except OSError as err:
+            raise UserError(f"--mlflow-uri {tracking_uri}: cannot read {path}: {err.strerror or err}") from None
+        if header != SQLITE_MAGIC:
+            raise UserError(f"--mlflow-uri {tracking_uri}: {path} is not an SQLite database")
+    elif scheme == "file" and not Path(local).is_dir():
+        raise UserError(f"--mlflow-uri {tracking_uri}: no MLflow file store at {local} (not a directory)")
+
+
+def relocated(spec, run_dir: Path):
+    """``spec`` (a ``SweepSpec`` read from ``run_dir``'s sweep.json) placed where the directory is
+    now: a run directory moved or copied elsewhere names its old place, and so does its default
+    MLflow store (a sqlite file inside it), which moved with it. A server's URI stays as it is."""
+    import dataclasses
+
+    from smctune.tracking.tracker import default_tracking_uri
+
+    here = Path(run_dir).resolve()
+    if spec.run_dir == str(here):
+        return spec
+    moved = {"run_dir": str(here)}
+    if spec.mlflow_uri == default_tracking_uri(spec.run_dir):
+        moved["mlflow_uri"] = default_tracking_uri(here)
+    return dataclasses.replace(spec, **moved)
 
 
 def fetch_run(tracking_uri: str, experiment: str, out: Path) -> Path:
+    check_source(tracking_uri)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -27,6 +79,9 @@ def fetch_run(tracking_uri: str, experiment: str, out: Path) -> Path:
         found = client.get_experiment_by_name(experiment)
     except MlflowException as err:
         raise UserError(f"cannot read MLflow at {tracking_uri}: {' '.join(str(err).split())[:200]}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged store raises its database driver's errors
+        raise UserError(f"cannot read MLflow at {tracking_uri}: {type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:160]}") from None
     if found is None:
         names = [e.name for e in client.search_experiments(max_results=50) if e.name.startswith("smctune/")]
         raise UserError(f"no MLflow experiment '{experiment}' at {tracking_uri} "
@@ -63,6 +118,12 @@ def _download(client, run_id: str, artifact: str, target: Path, scratch: str) ->
 
 def _relocate(run_dir: RunDir) -> None:
     """sweep.json names the original run directory; the rebuilt one is here."""
-    data = json.loads(run_dir.sweep_file.read_text())
+    try:
+        data = json.loads(run_dir.sweep_file.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"the sweep.json artifact is damaged ({run_dir.sweep_file}): "
+                        f"{' '.join(str(err).split())[:120]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"the sweep.json artifact is damaged ({run_dir.sweep_file}): not a JSON object")
     data["run_dir"] = str(run_dir.root.resolve())
     write_atomic(run_dir.sweep_file, json.dumps(data, indent=1))

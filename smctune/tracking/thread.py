@@ -13,6 +13,7 @@ report`` needs nothing else. A failing call is reported through ``on_error`` and
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
 
 
@@ -40,9 +41,13 @@ class TrackerThread:
             return done
         return self._pool.submit(self._call, method, args)
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Queued behind everything before it, and waited for; ``None`` when it failed."""
-        return self.submit(method, *args).result()
+    def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Queued behind everything before it, and waited for (at most ``timeout`` seconds: then it
+        stays queued and this returns); ``None`` when it failed or is not done yet."""
+        try:
+            return self.submit(method, *args).result(timeout=timeout)
+        except FutureTimeout:
+            return None
 
     def drain(self) -> None:
         self.submit("__drain__").result()

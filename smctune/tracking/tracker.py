@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from smctune.config.specs import TrialSpec
+from smctune.errors import UserError
 from smctune.rundir.layout import RunDir
 
 METRIC_KEYS = ("loss", "train_loss", "sparsity", "sparsity_all", "best")
@@ -34,6 +35,62 @@ RECORD_ARTIFACT = "record.json"
 def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     """MLflow 3 refuses the plain file store; a sqlite file inside the run directory needs no server."""
     return f"sqlite:///{RunDir(Path(run_dir).resolve()).mlflow_db}"
+
+
+REACHABLE_TIMEOUT_S = 5.0   # a tracking server that has not answered by then is treated as down
+GATEWAY_DOWN = (502, 503, 504)   # a proxy answering for a server behind it that is not
+
+
+def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT_S) -> None:
+    """Refuse an ``http(s)://`` tracking URI whose server does not answer, with one ``UserError``
+    naming it and the reason, before anything is started or created. Why: MLflow's client retries a
+    dead server with backoff at every call (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``), so a typo in ``--mlflow-uri`` would only surface long after
+    Ray had started. A plain GET of the server's ``/health`` endpoint: any HTTP answer but a
+    gateway's 502/503/504 counts as reachable (a 401 or 404 is a server behind authentication or a
+    path prefix, a TLS error one with its own certificate: MLflow's settings handle those). Other
+    URIs (``sqlite:``, a database, ``databricks``) are left to MLflow."""
+    import ssl
+    from urllib import error, parse, request
+
+    parts = parse.urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https"):
+        return
+    # credentials in the URI are neither sent to /health nor shown in the message
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        raise UserError(f"--mlflow-uri: the port of {parts.scheme}://{host}... is not a number") from None
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    shown = parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    probe = shown.rstrip("/") + "/health"
+    try:
+        with request.urlopen(request.Request(probe, method="GET"), timeout=timeout) as response:
+            response.read(64)
+        return
+    except error.HTTPError as err:
+        if err.code not in GATEWAY_DOWN:
+            return
+        reason = f"HTTP {err.code} {err.reason}"
+    except error.URLError as err:
+        if isinstance(err.reason, ssl.SSLError):
+            return   # it answered; MLFLOW_TRACKING_INSECURE_TLS or a CA bundle is MLflow's business
+        reason = _reason(err.reason, timeout)
+    except ssl.SSLError:
+        return
+    except (OSError, ValueError) as err:   # a timeout while reading, a reset, a malformed URI
+        reason = _reason(err, timeout)
+    raise UserError(f"MLflow tracking server {shown} is unreachable ({reason}); start it, fix "
+                    "--mlflow-uri, or leave --mlflow-uri out to track in the run directory")
+
+
+def _reason(err, timeout: float) -> str:
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout:g}s"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def git_sha() -> str:
@@ -176,7 +233,10 @@ class MLflowTracker:
                 self.client.log_artifact(self.parent_id, str(path), "report")
         self.end_sweep("FINISHED")
 
-    def end_sweep(self, status: str) -> None:
+    def end_sweep(self, status: str, error: Optional[str] = None) -> None:
+        """The parent run ends ``status``; ``error``: why the sweep failed or stopped (tag ``error``)."""
+        if error:
+            self.client.set_tag(self.parent_id, "error", " ".join(str(error).split())[:500])
         self.client.set_terminated(self.parent_id, status)
 
     def close_open_runs(self) -> None:

@@ -32,6 +32,7 @@ from smctune.train.collapse import LOSS_NOT_FINITE, at_chance_reason, empty_laye
 from smctune.config.specs import TrialSpec
 from smctune.rundir.dense_cache import DenseCache
 from smctune.rundir.masks import save_mask
+from smctune.rundir.safe_load import load_tensors
 from smctune.pruning import GMPSchedule, Mask, SparseTraining, compute_mask
 from smctune.pruning import prune as prune_weights
 
@@ -84,13 +85,24 @@ class Trial:
         # (step, CPU weights) of the dense run's best evaluation since this process started; after a
         # retry from a checkpoint an earlier best is not recoverable and "best" falls back to final
         self._best_dense: tuple = (None, None)
+        self._dense_locked = False   # this trial holds the dense cache key's lock (run)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
         _seed_everything(self.spec.seed)
-        if self.schedule is SCHEDULES["none"] and self.cache.has(self.dense_key):
-            self._report_cached_dense()
+        if self.schedule is not SCHEDULES["none"]:
+            self._train()
             return
+        # one dense model per cache key, trained once even when two sweeps (or a retrain of a
+        # damaged entry) want it at the same time: the key's lock decides who trains, the rest reuse it
+        with self.cache.training(self.dense_key, f"dense {self.spec.task} seed {self.spec.seed}") as needed:
+            if not needed:
+                self._report_cached_dense()
+                return
+            self._dense_locked = True
+            self._train()
+
+    def _train(self) -> None:
         self.runtime = _runtime_for(self.task, self.spec, self.device)
         torch.manual_seed(self.spec.seed)
         self.model = self.runtime.new_model().to(self.device)
@@ -111,7 +123,8 @@ class Trial:
         if best_step == level.step:  # the best evaluation was the last: best.pt = model.pt
             best_state = None
         meta["best_step"] = best_step if best_state is not None else level.step
-        self.cache.save(self.dense_key, self.model.state_dict(), meta, best_state=best_state)
+        self.cache.save(self.dense_key, self.model.state_dict(), meta, best_state=best_state,
+                        locked=self._dense_locked)
 
     def rewind(self) -> None:
         """LTH's rewind: back to the weights the trial started from (before any fine-tuning)."""
@@ -134,9 +147,10 @@ class Trial:
     def load_start_weights(self) -> None:
         if self.method.start != "dense":
             return
-        if not self.cache.has(self.dense_key):
+        problem = self.cache.verify(self.dense_key)
+        if problem:
             raise RuntimeError(
-                f"dense checkpoint {self.dense_key} is missing from {self.cache.root}: "
+                f"dense checkpoint {self.dense_key} is missing from {self.cache.root} ({problem}): "
                 "the dense baseline of this seed did not finish")
         which = self.spec.tunables.get("dense_checkpoint", "final")
         self.model.load_state_dict(self.cache.load_state(self.dense_key, map_location=self.device,
@@ -310,8 +324,8 @@ class Trial:
         directory = self.reporter.restore()
         if not directory or not (Path(directory) / "state.pt").is_file():
             return None
-        # weights_only: a checkpoint on shared storage must never run code when a retry reads it
-        state = torch.load(Path(directory) / "state.pt", map_location=self.device, weights_only=True)
+        # tensors and plain containers only: a checkpoint on shared storage must never run code
+        state = load_tensors(Path(directory) / "state.pt", map_location=self.device)
         self.model.load_state_dict(state["model"])
         torch.set_rng_state(state["rng"])
         mask_file = Path(directory) / "mask.pt"

@@ -109,19 +109,21 @@ def test_epochs_become_whole_batches_of_the_training_split():
 
 
 def test_new_train_settings_leave_existing_dense_keys_alone():
-    """Dense caches written before epochs/freeze existed keep their keys: those fields enter the
-    hash only when set (freeze) or never (epochs, already turned into max_steps)."""
+    """Dense caches written before epochs/freeze/precision existed keep their keys: those fields
+    enter the hash only when set (freeze, precision other than auto) or never (epochs, already turned
+    into max_steps)."""
     spec = TrialSpec(task="csqa", method="dense", sparsity=None, seed=0, preset="smoke",
                      model=load_search_space("csqa").preset("smoke").model,
                      train=TrainSettings(), tunables={}, prunable={}, data_dir=None, cache_root="/tmp")
     old_train = {k: v for k, v in dataclasses.asdict(spec.train).items()
                  if k not in ("checkpoint_every_s", "threads", "eval_every", "eval_batch_size", "eval_limit",
-                              "epochs", "freeze")}
+                              "epochs", "freeze", "precision")}
     old_key = stable_hash({"task": "csqa", "seed": 0, "preset": "smoke", "model": dataclasses.asdict(spec.model),
                            "train": old_train, "data_dir": "bundled"})
     assert spec.dense_key() == old_key
     assert dataclasses.replace(spec, train=TrainSettings(epochs=3)).dense_key() == old_key
     assert dataclasses.replace(spec, train=TrainSettings(freeze=("head",))).dense_key() != old_key
+    assert dataclasses.replace(spec, train=TrainSettings(precision="bf16")).dense_key() != old_key
 
 
 # ------------------------------------------------------------------------------ search-space blocks

@@ -1,32 +1,15 @@
-"""What the classification runtimes share (commonsense multiple choice, protein thermostability): bf16
-autocast on GPUs that support it, and accuracy and mean cross-entropy over an evaluation split.
+"""What the classification runtimes share (commonsense multiple choice, protein thermostability):
+accuracy and mean cross-entropy over an evaluation split.
 
-Kept apart so the two families compute their metric and their mixed precision one way; each runtime
-only says how a batch becomes logits and in which order its dev batches come.
+Kept apart so the two families compute their metric one way; each runtime only says how a batch
+becomes logits and in which order its dev batches come.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-
-
-def autocast_dtype(device: Any) -> Optional[torch.dtype]:
-    """bfloat16 on CUDA devices that support it, else None (full precision). Weights, gradients and
-    optimizer state stay fp32 either way, so no loss scaling is needed and masks are unaffected."""
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-
-
-def logits_in(dtype: Optional[torch.dtype], forward: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """``forward()`` under autocast to ``dtype`` (plain when None), returned as fp32 logits."""
-    if dtype is None:
-        return forward()
-    with torch.autocast(device_type="cuda", dtype=dtype):
-        logits = forward()
-    return logits.float()
 
 
 def evaluate_classifier(model: Any, batches: Iterable[dict], logits: Callable[[Any, dict], torch.Tensor],

@@ -17,13 +17,13 @@ import dataclasses
 import math
 import re
 import typing
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictStr, create_model,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from smctune.config.settings import (PAPER_GRID_MAX_K, PRESET_NAMES, ModelSettings, PresetSettings,
+from smctune.config.settings import (PAPER_GRID_MAX_K, PRECISIONS, PRESET_NAMES, ModelSettings, PresetSettings,
                                      Resources, StopSettings, TrainSettings, paper_grid)
 from smctune.config.values import sparsities_problem, validate_sparsities
 
@@ -143,7 +143,8 @@ TrainBlock = settings_block(TrainSettings, {
     "eval_batch_size": Field(ge=1), "max_length": Field(ge=1), "warmup_steps": Field(ge=0),
     "lr": Field(gt=0), "weight_decay": Field(ge=0), "grad_clip": Field(ge=0), "dropout": Field(ge=0, lt=1),
     "train_limit": Field(ge=1), "eval_limit": Field(ge=1), "checkpoint_every_s": Field(ge=0),
-    "threads": Field(ge=0), "lr_step_every": Field(ge=0), "epochs": Field(gt=0)})
+    "threads": Field(ge=0), "lr_step_every": Field(ge=0), "epochs": Field(gt=0)},
+    types={"precision": Literal[PRECISIONS]})
 StopBlock = settings_block(
     StopSettings, {"chance_evals": Field(ge=0), "chance_margin": Field(ge=0, lt=1),
                    "after_fraction": Field(ge=0, le=1)},
@@ -258,6 +259,16 @@ class StepTime(Block):
         return self
 
 
+class MemoryFacts(Block):
+    """What ``smctune plan``'s peak-memory estimate needs of a preset's model (``smctune.sweep.memory``):
+    its parameter count and the activation memory of one training example at the preset's
+    ``max_length`` in fp32 (measured where the model runs here; derived for hub models, with the
+    derivation in the file's comments)."""
+
+    parameters: Annotated[float, Field(gt=0)]
+    activation_mb: Annotated[float, Field(ge=0)]
+
+
 class SearchSpaceBlock(Block):
     """The whole file. Blocks given as ``null`` count as not given."""
 
@@ -271,6 +282,7 @@ class SearchSpaceBlock(Block):
     models: Optional[dict[StrictStr, Optional[dict[StrictStr, Optional[ArchBlock]]]]] = None
     # preset -> device class (a Ray accelerator type such as A100, or cpu) -> step times
     step_seconds: Optional[dict[StrictStr, Annotated[dict[StrictStr, StepTime], Field(min_length=1)]]] = None
+    memory: Optional[dict[StrictStr, MemoryFacts]] = None   # preset -> model facts for plan's memory estimate
     search: Optional[SearchBlock] = None               # a preset's own search: replaces this one
 
     @field_validator("presets", mode="before")
@@ -293,7 +305,7 @@ class SearchSpaceBlock(Block):
                     raise unknown("key", preset, presets, at=str(arch))
         return value
 
-    @field_validator("step_seconds", mode="before")
+    @field_validator("step_seconds", "memory", mode="before")
     @classmethod
     def _step_seconds_name_presets(cls, value: Any, info) -> Any:
         presets = info.data.get("presets") or {}

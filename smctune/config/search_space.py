@@ -29,6 +29,8 @@ class SearchSpace:
     # ``step_seconds``: preset -> device class ("A100", "A10G", "cpu": a Ray accelerator type or cpu)
     # -> {step, eval, setup} seconds, for ``smctune plan``'s time estimate (see ``schema.StepTime``).
     step_seconds: dict = field(default_factory=dict)
+    # ``memory``: preset -> {parameters, activation_mb} for ``smctune plan``'s peak-memory estimate
+    memory: dict = field(default_factory=dict)
     # within-cell search (``search_decl``, run by ``smctune.sweep.cells``): which tunables Optuna
     # searches, over what, and the budget of tunings per cell; a preset's ``search:`` replaces it
     search: Optional[dict] = None
@@ -170,6 +172,7 @@ def _search_space(block: "SearchSpaceBlock", task: str, source: str) -> SearchSp
         models={arch: dict(per_preset or {}) for arch, per_preset in (plain.get("models") or {}).items()},
         step_seconds={preset: {device: times.model_dump() for device, times in devices.items()}
                       for preset, devices in (block.step_seconds or {}).items()},
+        memory={preset: facts.model_dump() for preset, facts in (block.memory or {}).items()},
         search=plain.get("search"), smcbench=plain.get("smcbench") or {}, source=source)
 
 

@@ -22,6 +22,10 @@ def paper_grid(k_max: int = 8) -> tuple[float, ...]:
     return tuple(round(1 - 0.8**k, 6) for k in range(1, k_max + 1))
 
 
+# ``train.precision`` values (smctune.train.precision resolves "auto" per device)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Resources:
     """Per-trial Ray resource request."""
@@ -69,6 +73,10 @@ class TrainSettings:
     eval_limit: Optional[int] = None
     checkpoint_every_s: float = 600.0
     threads: int = 0  # 0 = the trial's CPU share
+    # Mixed precision of forward passes (smctune.train.precision): auto = bf16 autocast on CUDA devices
+    # that support it, fp16 with a gradient scaler on older GPUs, fp32 on CPUs. Weights, gradients and
+    # optimizer state stay fp32 either way.
+    precision: str = "auto"   # one of PRECISIONS
     # Optimiser and schedule. "adamw" (decoupled weight decay, fairseq's Adam for RoBERTa) or "adam"
     # (L2 added to the gradient: torch.optim.Adam, what the SVAMP/GTS code uses).
     optimizer: str = "adamw"

@@ -159,6 +159,8 @@ def _cache_relevant(train: TrainSettings) -> dict:
         data.pop(key)
     if not data["freeze"]:
         data.pop("freeze")
+    if data["precision"] == "auto":
+        data.pop("precision")
     return data
 
 

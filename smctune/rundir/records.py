@@ -172,6 +172,8 @@ class RecordKeeper:
         record["history"].append({key: metrics.get(key) for key in
                                   ("step", "global_step", metric, "loss", "train_loss", "sparsity",
                                    "sparsity_all", "round")})
+        if metrics.get("costs"):   # time per phase and peak memory so far (smctune.train.costs)
+            record["costs"] = metrics["costs"]
         if metrics.get("level_done"):
             record["levels"] = [lv for lv in record["levels"] if lv["round"] != metrics.get("round")
                                 or lv["sparsity"] != metrics.get("level")]

@@ -133,6 +133,7 @@ def estimate_lines(spec, space, trials, step_seconds: Optional[float], shared_st
         result = estimate.estimate(trials, stage_of, times, resources.cpu, resources.gpu, slots)
         yield (f"estimate: {result.trial_hours:.2f} trial-hours = {result.gpu_hours:.2f} GPU-hours "
                f"at gpu {resources.gpu:g} per trial ({result.cpu_hours:.2f} CPU-hours)")
+    yield from memory_lines(spec, space, resources, cluster.accelerators)
     memory = f", {cluster.total('memory') / estimate.GIB:.1f} GB memory" + (
         f" ({cluster.memory_note})" if cluster.memory_note else "")
     yield (f"cluster: {cluster.where}: {len(cluster.nodes)} node{'s' if len(cluster.nodes) != 1 else ''}, "
@@ -153,6 +154,55 @@ def estimate_lines(spec, space, trials, step_seconds: Optional[float], shared_st
     if cluster.connected:
         for problem in multinode_problems(spec, nodes, driver, request, shared_storage, default_mlflow):
             yield f"warning: smctune sweep would refuse: {problem}"
+
+
+def memory_lines(spec, space, resources, accelerators) -> Iterator[str]:
+    """The expected peak memory of one trial (``smctune.sweep.memory``) and, on GPUs, how many such
+    trials one GPU holds against what the preset (or --gpus-per-trial) requests."""
+    from smctune.sweep import memory
+
+    facts = space.memory.get(spec.preset)
+    if not facts:
+        yield f"memory per trial: no estimate (the search space has no memory.{spec.preset} block)"
+        return
+    train = space.preset(spec.preset).train
+    on_gpu = resources.gpu > 0
+    need = memory.trial_memory(facts["parameters"], facts["activation_mb"], train.batch_size,
+                               train.optimizer, on_gpu, train.precision)
+    where = "on its GPU" if on_gpu else "resident (RSS, beyond the worker's ~0.4 GB of libraries)"
+    yield (f"memory per trial: about {need.total / memory.GB:.1f} GB at peak {where} (GB: {need.breakdown()}; "
+           f"{facts['parameters'] / 1e6:.1f}M parameters, batch {train.batch_size} at max_length "
+           f"{train.max_length})")
+    if not on_gpu:
+        if resources.memory_gb and resources.memory_gb * memory.GB < need.total:
+            yield (f"warning: the preset requests memory {resources.memory_gb:g} GB per trial, below the "
+                   "estimate: Ray may place more trials on a node than its memory holds")
+        return
+    devices = list(accelerators) or [d for d in space.step_seconds.get(spec.preset, {}) if d != "cpu"]
+    sized = [(device, memory.gpu_memory_gb(device)) for device in devices]
+    sized = [(device, size) for device, size in sized if size]
+    if not sized:
+        yield "GPU memory: unknown GPU type; the estimate above is what one trial needs"
+        return
+    device, size = sized[0]
+    fit = memory.trials_per_gpu(need, size)
+    share = memory.gpu_share(fit)
+    placed = int(round(1 / resources.gpu)) if resources.gpu < 1 else 1
+    source = "--gpus-per-trial" if spec.gpus_per_trial is not None else "the preset"
+    line = (f"GPU memory: one {device} ({size:g} GB) holds {fit} such trial{'s' if fit != 1 else ''}; "
+            f"{source} requests gpu {resources.gpu:g}")
+    if fit < 1:
+        yield line
+        yield (f"warning: one trial needs more than the {size:g} GB of one {device}: expect CUDA "
+               "out-of-memory unless real batches are much shorter than max_length")
+    elif placed > fit:
+        yield line
+        yield (f"warning: gpu {resources.gpu:g} puts {placed} trials on one {device}, about {fit} fit: "
+               f"expect CUDA out-of-memory (--gpus-per-trial {share:g})")
+    elif share < resources.gpu:
+        yield f"{line} (--gpus-per-trial {share:g} would pack {int(round(1 / share))} per GPU)"
+    else:
+        yield line
 
 
 def write_plan(run_dir: Union[str, Path], spec, trials) -> Path:

@@ -22,6 +22,17 @@ RAY_QUIET_ENV = {
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+# glibc gives every thread that allocates its own malloc arena, up to 8 per core, and memory freed
+# into one arena is not reused by another. A Ray worker runs the trial in a thread of its own beside
+# Ray's threads: measured on a small CSQA trial (benchmarks/bench_trial.py), its peak RSS was 3.6 GB
+# against 2.7 GB for the same training in a plain process, and 2.7 GB with two arenas. Applied to the
+# job's workers (also on a cluster); a value in the driver's environment wins.
+WORKER_MALLOC_ARENAS = "2"
+
+
+def worker_env() -> dict:
+    """Environment variables for the sweep's Ray workers."""
+    return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENAS)}
 
 
 def ensure_ray(num_cpus: Optional[int] = None) -> dict:
@@ -31,7 +42,8 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
     import ray
 
     if not ray.is_initialized():
-        kwargs = dict(logging_level=logging.ERROR, log_to_driver=False)
+        kwargs = dict(logging_level=logging.ERROR, log_to_driver=False,
+                      runtime_env={"env_vars": worker_env()})
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         else:

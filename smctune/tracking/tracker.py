@@ -191,6 +191,7 @@ class MLflowTracker:
         values = {name: metrics.get(name)}
         values.update({key: metrics.get(key) for key in METRIC_KEYS})
         values.update(metrics.get("details") or {})   # e.g. BLEU and chrF per translation direction
+        values.update({f"cost/{key}": value for key, value in (metrics.get("costs") or {}).items()})
         if metrics.get("round") is not None:
             values["round"] = metrics["round"]
         if metrics.get("level") is not None:  # next to "sparsity", the one reached

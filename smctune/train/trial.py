@@ -25,6 +25,10 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from smctune.train import optim
+from smctune.train.costs import TrialCosts
+from smctune.train.memory import cuda_peak_mb, release_memory
+from smctune.train.offload import snapshot
+from smctune.train.precision import resolve as resolve_precision
 from smctune.catalog import registry
 from smctune.train.level import LevelState
 from smctune.train.schedules import SCHEDULES, schedule_of
@@ -81,9 +85,12 @@ class Trial:
         self.cache = DenseCache(spec.cache_root)
         self.dense_key = spec.dense_key()
         self._last_checkpoint = time.monotonic()
+        self.costs = TrialCosts()
+        self.precision = resolve_precision(spec.train.precision, self.device)
         self.resumed_from = 0  # global step of the checkpoint a retried trial continued from
-        # (step, CPU weights) of the dense run's best evaluation since this process started; after a
-        # retry from a checkpoint an earlier best is not recoverable and "best" falls back to final
+        # (step, StateFile of the weights) of the dense run's best evaluation since this process
+        # started; after a retry from a checkpoint an earlier best is not recoverable and "best" falls
+        # back to final
         self._best_dense: tuple = (None, None)
         self._dense_locked = False   # this trial holds the dense cache key's lock (run)
 
@@ -103,13 +110,14 @@ class Trial:
             self._train()
 
     def _train(self) -> None:
-        self.runtime = _runtime_for(self.task, self.spec, self.device)
-        torch.manual_seed(self.spec.seed)
-        self.model = self.runtime.new_model().to(self.device)
-        # LTH rewinds to the pre-fine-tuning weights; capture them before a restore overwrites them
-        self.rewind_state = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                             if self.spec.tunables.get("rewind") else None)
-        restored = self._restore()
+        with self.costs.phase("setup"):
+            self.runtime = _runtime_for(self.task, self.spec, self.device)
+            torch.manual_seed(self.spec.seed)
+            self.model = self.runtime.new_model().to(self.device)
+            # LTH rewinds to the pre-fine-tuning weights; captured (in a local file, not in memory)
+            # before a restore overwrites them
+            self.rewind_state = snapshot(self.model) if self.spec.tunables.get("rewind") else None
+            restored = self._restore()
         self.schedule.train(self, restored)
 
     # ------------------------------------------------------------------ what schedules use
@@ -119,16 +127,18 @@ class Trial:
                 "preset": self.spec.preset, "metric": self.metric,
                 "final": level.history[-1][self.metric], "best": level.best,
                 "history": level.history, "step": level.step}
-        best_step, best_state = self._best_dense
+        best_step, best_file = self._best_dense
         if best_step == level.step:  # the best evaluation was the last: best.pt = model.pt
-            best_state = None
-        meta["best_step"] = best_step if best_state is not None else level.step
-        self.cache.save(self.dense_key, self.model.state_dict(), meta, best_state=best_state,
-                        locked=self._dense_locked)
+            best_file = None
+        meta["best_step"] = best_step if best_file is not None else level.step
+        with self.costs.phase("checkpoint"):
+            self.cache.save(self.dense_key, self.model.state_dict(), meta,
+                            best_state=best_file.load() if best_file is not None else None,
+                            locked=self._dense_locked)
 
     def rewind(self) -> None:
         """LTH's rewind: back to the weights the trial started from (before any fine-tuning)."""
-        self.model.load_state_dict(self.rewind_state)
+        self.model.load_state_dict(self.rewind_state.load(map_location=self.device))
 
     # ------------------------------------------------------------------ pieces
     def reinit_head(self, round_: int) -> None:
@@ -157,6 +167,10 @@ class Trial:
                                                          which=which))
 
     def prune(self, sparsity: float, current: Optional[Mask], zero: bool = True) -> Mask:
+        with self.costs.phase("prune"):
+            return self._prune(sparsity, current, zero)
+
+    def _prune(self, sparsity: float, current: Optional[Mask], zero: bool) -> Mask:
         rules = self.spec.prunable or {}
         t = self.spec.tunables
         criterion = t.get("score") or self.method.criterion   # snip's score: |g*w| or SMC-Bench's |g|
@@ -186,58 +200,88 @@ class Trial:
             self.model, optimizer, mask=mask, gmp=gmp, rigl=rigl,
             prune_fn=lambda target, current: self.prune(target, current=current),
             strategy=_ENFORCEMENT[self.spec.tunables.get("optimizer_state", "masked")])
+        scaler = self.precision.scaler()
         if restored:  # the next before_step re-applies the mask to the loaded optimizer state
             optimizer.load_state_dict(restored["optimizer"])
             scheduler.load_state_dict(restored["scheduler"])
+            if scaler is not None and restored.get("scaler"):
+                scaler.load_state_dict(restored["scaler"])
         batches = self.runtime.train_batches(self.spec.seed * 7919 + (level.round or 0))
         for _ in range(level.step):  # keep the data order identical after a resume
             next(batches)
-        running_loss, running_n = 0.0, 0
+        # the running loss stays on the device: reading it every step would stall a GPU on every
+        # update; it is checked for finiteness every FINITE_CHECK_EVERY steps and at evaluations
+        # (a non-finite loss makes the running sum non-finite, so none is missed)
+        running_loss, running_n = torch.zeros((), device=self.device), 0
         while level.step < train.max_steps:
-            loss = self.runtime.loss(self.model, next(batches))
-            if not torch.isfinite(loss):
+            with self.costs.phase("train"):
+                self._step(next(batches), level.step + 1, optimizer, scheduler, scaler, sparse, train.grad_clip)
+                running_loss += self._last_loss
+                running_n += 1
+                level.step += 1
+                self.costs.steps += 1
+                if sparse is not None:
+                    sparse.on_step_end(level.step)
+                    mask = sparse.mask
+            evaluate = level.step % train.eval_every == 0 or level.step == train.max_steps
+            if (evaluate or level.step % FINITE_CHECK_EVERY == 0) and not torch.isfinite(running_loss):
                 self._report_eval(level, mask, math.nan, diverged=True)
                 return False  # collapsed: a loss that is not finite never recovers
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if sparse is not None:
-                sparse.before_step(level.step + 1)
-            if train.grad_clip > 0:  # sparse: by the norm of the sparse network's gradient
-                if sparse is not None:
-                    sparse.clip_grad_norm_(train.grad_clip)
-                else:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            level.step += 1
-            if sparse is not None:
-                sparse.on_step_end(level.step)
-                mask = sparse.mask
-            running_loss += loss.item()
-            running_n += 1
-            if level.step % train.eval_every == 0 or level.step == train.max_steps:
-                collapsed = self._report_eval(level, mask, running_loss / running_n, gmp=gmp,
-                                              optimizer=optimizer, scheduler=scheduler)
-                running_loss, running_n = 0.0, 0
+            if evaluate:
+                collapsed = self._report_eval(level, mask, float(running_loss) / running_n, gmp=gmp,
+                                              optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+                running_loss, running_n = torch.zeros((), device=self.device), 0
                 if collapsed:
                     return False
         return True
 
+    def _step(self, batch: dict, step: int, optimizer, scheduler, scaler,
+              sparse: Optional[SparseTraining], grad_clip: float) -> None:
+        """One update: forward under the trial's precision, backward (scaled for fp16), the mask's
+        gradient and optimizer-state enforcement, clipping, the optimizer and lr steps."""
+        with self.precision.autocast():
+            loss = self.runtime.loss(self.model, batch)
+        self._last_loss = loss.detach().float()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)   # true gradients for RigL's growth scores and for clipping
+        del loss
+        if sparse is not None:
+            sparse.before_step(step)
+        if grad_clip > 0:  # sparse: by the norm of the sparse network's gradient
+            if sparse is not None:
+                sparse.clip_grad_norm_(grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)   # skipped when the scaled gradients overflowed
+            scaler.update()
+        scheduler.step()
+
     def _report_eval(self, level: LevelState, mask: Optional[Mask], train_loss: float, *,
-                     gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None,
+                     gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None, scaler=None,
                      diverged: bool = False) -> Optional[str]:
         """Evaluate, record and report one evaluation; returns why the trial collapsed, if it did."""
         train = self._level_train(level)
         ends = diverged or level.step >= train.max_steps
-        scores = {self.metric: float("nan"), "loss": float("nan")} if diverged \
-            else self.runtime.evaluate(self.model, final=ends)
+        if diverged:
+            scores = {self.metric: float("nan"), "loss": float("nan")}
+        else:
+            with self.costs.phase("eval"), self.precision.autocast():
+                scores = self.runtime.evaluate(self.model, final=ends)
+            self.costs.evals += 1
         details = {key: float(value) for key, value in scores.items() if key not in (self.metric, "loss")}
         at_target = gmp is None or level.step >= gmp.end_step
         if at_target and not diverged:
             if mask is None and scores[self.metric] > level.best:
                 # dense: keep the best-evaluated weights for `dense_checkpoint: best` (SMC-Bench)
-                self._best_dense = (level.step, {k: v.detach().to("cpu", copy=True)
-                                                 for k, v in self.model.state_dict().items()})
+                with self.costs.phase("checkpoint"):
+                    self._best_dense = (level.step, snapshot(self.model, self._best_dense[1]))
             level.best = max(level.best, scores[self.metric])
         sparsity = mask.sparsity() if mask is not None else 0.0
         sparsity_all = mask.sparsity_over(self.model) if mask is not None else 0.0
@@ -257,17 +301,22 @@ class Trial:
                        resumed_from=self.resumed_from, collapsed=collapsed)
         if details:
             metrics["details"] = details
-        if done and mask is not None:
-            metrics["layerwise_csv"] = mask.layerwise_csv(layerwise)
-            metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]
-            if self.spec.masks_dir:  # the final mask, for mask-overlap analysis (smctune.report.similarity)
-                save_mask(self.spec.masks_dir, self.spec.trial_id, level.target, mask)
         checkpoint = None
         if not done and optimizer is not None and self._checkpoint_due():
-            checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler)
-        self.reporter.report(metrics, checkpoint_dir=checkpoint)
-        if checkpoint:
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            with self.costs.phase("checkpoint"):
+                checkpoint = self._write_checkpoint(level, mask, optimizer, scheduler, scaler)
+        with self.costs.phase("report"):
+            if done and mask is not None:
+                metrics["layerwise_csv"] = mask.layerwise_csv(layerwise)
+                metrics["layerwise"] = [[s.name, s.numel, s.kept] for s in layerwise]
+                if self.spec.masks_dir:  # the final mask, for mask-overlap analysis (smctune.report.similarity)
+                    save_mask(self.spec.masks_dir, self.spec.trial_id, level.target, mask)
+            if done:   # what the trial cost so far (smctune.train.costs), with every finished level
+                metrics["costs"] = dict(self.costs.summary(cuda_peak_mb(self.device)),
+                                        precision=self.precision.name)
+            self.reporter.report(metrics, checkpoint_dir=checkpoint)
+            if checkpoint:
+                shutil.rmtree(checkpoint, ignore_errors=True)
         return collapsed
 
     def _collapse_reason(self, level: LevelState, layerwise: list, diverged: bool,
@@ -311,11 +360,14 @@ class Trial:
             return True
         return False
 
-    def _write_checkpoint(self, level, mask, optimizer, scheduler) -> str:
+    def _write_checkpoint(self, level, mask, optimizer, scheduler, scaler=None) -> str:
         directory = tempfile.mkdtemp(prefix="smctune-ckpt-")
-        torch.save({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "level": dataclasses.asdict(level),
-                    "rng": torch.get_rng_state()}, Path(directory) / "state.pt")
+        state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "level": dataclasses.asdict(level),
+                 "rng": torch.get_rng_state()}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        torch.save(state, Path(directory) / "state.pt")
         if mask is not None:
             mask.save(Path(directory) / "mask.pt")
         return directory
@@ -332,12 +384,14 @@ class Trial:
         mask = Mask.load(mask_file, map_location=self.device) if mask_file.is_file() else None
         level = LevelState(**state["level"])
         self.resumed_from = self._global_step(level)
-        return {"level": level, "mask": mask,
-                "optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+        return {"level": level, "mask": mask, "optimizer": state["optimizer"],
+                "scheduler": state["scheduler"], "scaler": state.get("scaler")}
 
 
 # tunable optimizer_state -> MaskEnforcer strategy
 _ENFORCEMENT = {"masked": "auto", "smcbench": "weights_only"}
+# steps between checks that the running training loss is finite (a check reads it from the device)
+FINITE_CHECK_EVERY = 10
 
 _RUNTIMES: dict = {}
 
@@ -366,7 +420,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def run_trial(spec: TrialSpec, reporter: Reporter, device: Optional[str] = None) -> None:
-    Trial(spec, reporter, device).run()
+    try:
+        Trial(spec, reporter, device).run()
+    finally:
+        # a reused worker starts its next trial from what the last one left: give back its model,
+        # optimizer state and activations (the runtime, with its data, stays for the next trial)
+        release_memory(device)
 
 
 def set_threads(cpus: float) -> None:

@@ -19,7 +19,6 @@ the output vocabulary, L target tokens, G graphs):
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -27,6 +26,7 @@ import torch
 
 from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
+from smctune.train.offload import ModuleTemplate
 
 from . import layers as layer_settings
 from .encoder import BACKBONE_PREFIX, TokenizedProblem, tokenize_problem, word_map
@@ -113,13 +113,13 @@ class ArithmeticRuntime:
         self.settings = train
         self.device = device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        # The starting backbone stays on the CPU as the template every new model copies.
-        self._backbone = backbone_encoder.to("cpu").train()
+        # the starting backbone every new model copies, kept in a file (smctune.train.offload)
+        self._backbone = ModuleTemplate(backbone_encoder.train())
         graph_indices = ARCHITECTURES[arch].graph_indices
-        self.train_problems = [p for p in train_problems if vocab.usable_for_training(p)]
+        # training problems are kept encoded only; dev problems also as problems (scoring needs them)
         self.dev_problems = list(dev_problems)
         self.train_set = [encode_problem(p, tokenizer, vocab, train.max_length, graph_indices)
-                          for p in self.train_problems]
+                          for p in train_problems if vocab.usable_for_training(p)]
         self.dev_set = [encode_problem(p, tokenizer, vocab, train.max_length, graph_indices)
                         for p in self.dev_problems]
         longest = max((len(item.target) for item in self.train_set), default=0)
@@ -133,7 +133,7 @@ class ArithmeticRuntime:
 
     def new_model(self) -> Any:
         """Copy of the cached starting backbone plus task layers drawn from the global torch RNG."""
-        model = build_model(self.arch, copy.deepcopy(self._backbone), self.vocab, self.layers,
+        model = build_model(self.arch, self._backbone.new(self.device), self.vocab, self.layers,
                             self.settings.dropout)
         return model.to(self.device).train()
 

@@ -30,6 +30,12 @@ from torch import nn
 MASKED = -1e12
 
 
+def masked(scores: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    """``scores`` with ``blocked`` entries at ``MASKED``, or at the lowest finite value of a
+    half-precision dtype (fp16 autocast cannot hold -1e12)."""
+    return scores.masked_fill(blocked, max(MASKED, torch.finfo(scores.dtype).min))
+
+
 @dataclass
 class Memory:
     """What the decoder reads from the encoder, for B problems."""
@@ -119,7 +125,7 @@ class Prediction(nn.Module):
 
         query = self.dropout(q).unsqueeze(1).expand(-1, memory.outputs.size(1), -1)
         energy = torch.tanh(self.attn(torch.cat((query, memory.outputs), dim=-1)))
-        energy = self.attn_score(energy).squeeze(-1).masked_fill(memory.pad, MASKED)
+        energy = masked(self.attn_score(energy).squeeze(-1), memory.pad)
         weights = torch.softmax(energy, dim=-1)
         context = torch.bmm(weights.unsqueeze(1), memory.outputs).squeeze(1)
 
@@ -127,7 +133,7 @@ class Prediction(nn.Module):
         candidates = self.dropout(leaves)
         expanded = leaf_input.unsqueeze(1).expand(-1, candidates.size(1), -1)
         hidden = torch.tanh(self.leaf_attn(torch.cat((expanded, candidates), dim=-1)))
-        leaf_scores = self.leaf_score(hidden).squeeze(-1).masked_fill(leaf_blocked, MASKED)
+        leaf_scores = masked(self.leaf_score(hidden).squeeze(-1), leaf_blocked)
         return torch.cat((self.ops(leaf_input), leaf_scores), dim=-1), q, context
 
 

@@ -7,14 +7,14 @@ times per trial.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from smctune.config.settings import TrainSettings
-from smctune.trainables.classification import autocast_dtype, evaluate_classifier, logits_in
+from smctune.trainables.classification import evaluate_classifier
+from smctune.train.offload import ModuleTemplate
 
 from .features import Encoded
 from .modeling import MultipleChoiceModel
@@ -22,25 +22,21 @@ from .modeling import MultipleChoiceModel
 
 class MultipleChoiceRuntime:
     """Implements ``smctune.catalog.task.TaskRuntime`` for k-way multiple choice (k from the encoded data).
-
-    On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (the ``paper``
-    preset's mixed precision; weights, gradients and optimizer state stay fp32, so no loss scaling
-    is needed and masks are unaffected). CPU runs stay fp32."""
+    Mixed precision is the trial loop's (``smctune.train.precision``), not the runtime's."""
 
     def __init__(self, *, encoder: Any, train_set: Encoded, dev_set: Encoded,
                  train: TrainSettings, device: str, pooling: str = "first") -> None:
-        # The starting encoder is kept on the CPU in memory as the template every new model copies.
-        self._encoder = encoder.to("cpu").train()
+        # the starting encoder every new model copies, kept in a file (smctune.train.offload)
+        self._encoder = ModuleTemplate(encoder.train())
         self.train_set = train_set
         self.dev_set = dev_set
         self.settings = train
         self.device = device
         self.pooling = pooling
-        self.autocast_dtype = autocast_dtype(device)
 
     def new_model(self) -> MultipleChoiceModel:
         """Copy of the cached starting encoder plus a head drawn from the global torch RNG."""
-        model = MultipleChoiceModel(copy.deepcopy(self._encoder), self.settings.dropout, self.pooling)
+        model = MultipleChoiceModel(self._encoder.new(self.device), self.settings.dropout, self.pooling)
         return model.to(self.device).train()
 
     def train_batches(self, seed: int) -> Iterator[dict]:
@@ -55,8 +51,7 @@ class MultipleChoiceRuntime:
             epoch += 1
 
     def _logits(self, model: Any, batch: dict) -> torch.Tensor:
-        return logits_in(self.autocast_dtype, lambda: model(batch["input_ids"], batch["attention_mask"],
-                                                             batch.get("token_type_ids")))
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).float()
 
     def loss(self, model: Any, batch: dict) -> torch.Tensor:
         """Softmax cross-entropy over the choice scores (fairseq's ``sentence_ranking``)."""

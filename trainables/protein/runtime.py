@@ -11,7 +11,8 @@ A batch is ``{"tokens": (B, T) long, padded with the backbone's pad id, "labels"
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
+
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -20,7 +21,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
-from smctune.trainables.classification import autocast_dtype, evaluate_classifier, logits_in
+from smctune.trainables.classification import evaluate_classifier
+from smctune.train.offload import ModuleTemplate
 
 from .backbones import ProteinBackbone, check_crop
 from .modeling import ProteinClassifier
@@ -30,9 +32,7 @@ TOKENIZE_CHUNK = 256  # sequences per tokenizer call: bounds the padded temporar
 
 class ProteinRuntime:
     """Implements ``smctune.catalog.task.TaskRuntime`` for sequence classification (metric: accuracy).
-
-    On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (weights,
-    gradients and optimizer state stay fp32); CPU runs stay fp32."""
+    Mixed precision is the trial loop's (``smctune.train.precision``), not the runtime's."""
 
     backbone_prefix = "backbone."
 
@@ -44,14 +44,14 @@ class ProteinRuntime:
                             f"{train.batch_size}: no full batch can be formed")
         if not dev_set:
             raise UserError("the evaluation split has no sequences")
-        self.backbone = backbone
-        # The starting backbone stays on the CPU as the template every new model copies.
-        self._template = backbone.module.to("cpu").train()
+        # the starting backbone every new model copies, kept in a file (smctune.train.offload); the
+        # runtime keeps the backbone's tokenizer and facts, not its weights
+        self._template = ModuleTemplate(backbone.module.train())
+        self.backbone = dataclasses.replace(backbone, module=None)
         self.num_classes = num_classes
         self.head_hidden = head_hidden
         self.settings = train
         self.device = device
-        self.autocast_dtype = autocast_dtype(device)
         limit = train.max_length
         self.cropped = {"train": sum(len(p.sequence) > limit for p in train_set),
                         "dev": sum(len(p.sequence) > limit for p in dev_set), "limit": limit}
@@ -74,7 +74,7 @@ class ProteinRuntime:
 
     def new_model(self) -> ProteinClassifier:
         """Copy of the cached starting backbone plus a head drawn from the global torch RNG."""
-        model = ProteinClassifier(copy.deepcopy(self._template), represent=self.backbone.represent,
+        model = ProteinClassifier(self._template.new(self.device), represent=self.backbone.represent,
                                   hidden_size=self.backbone.hidden_size, special_ids=self.backbone.special_ids,
                                   head_hidden=self.head_hidden, num_classes=self.num_classes)
         return model.to(self.device).train()
@@ -96,7 +96,7 @@ class ProteinRuntime:
             epoch += 1
 
     def _logits(self, model: Any, batch: dict) -> torch.Tensor:
-        return logits_in(self.autocast_dtype, lambda: model(batch["tokens"]))
+        return model(batch["tokens"]).float()
 
     def loss(self, model: Any, batch: dict) -> torch.Tensor:
         """Cross-entropy over the classes."""

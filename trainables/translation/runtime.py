@@ -13,7 +13,6 @@ cached starting model, because pruning methods such as LTH rebuild the model man
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -22,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from smctune.config.settings import TrainSettings
 from smctune.errors import UserError
-from smctune.trainables.classification import autocast_dtype, logits_in
+from smctune.train.offload import ModuleTemplate
 
 from .languages import language
 from .metrics import score_direction, summarize
@@ -38,19 +37,17 @@ def _direction_name(direction: tuple) -> str:
 class TranslationRuntime:
     """Implements ``smctune.catalog.task.TaskRuntime`` for multilingual translation (metric: BLEU / 100, the
     mean over the evaluation directions; per-direction BLEU and chrF go to the record as details).
-
-    On a CUDA device that supports bfloat16, forward passes run under bf16 autocast (weights,
-    gradients and optimizer state stay fp32); CPU runs stay fp32."""
+    Mixed precision is the trial loop's (``smctune.train.precision``), not the runtime's."""
 
     def __init__(self, *, translator: Translator, train_pairs: dict, eval_pairs: dict, decoding: Decoding,
                  train: TrainSettings, device: Any) -> None:
         self.vocab = translator.vocab
-        self._template = translator.model.to("cpu").train()   # every new model copies it
+        # the starting model every new model copies, kept in a file (smctune.train.offload)
+        self._template = ModuleTemplate(translator.model.train())
         self.description = translator.description
         self.decoding = decoding
         self.settings = train
         self.device = device
-        self.autocast_dtype = autocast_dtype(device)
         self.train_examples = [example for direction, pairs in sorted(train_pairs.items())
                                for example in self._encode(direction, pairs)]
         if len(self.train_examples) < train.batch_size:
@@ -83,7 +80,7 @@ class TranslationRuntime:
 
     def new_model(self) -> Any:
         """A copy of the cached starting model on the trial's device, in train mode."""
-        return copy.deepcopy(self._template).to(self.device).train()
+        return self._template.new(self.device).train()
 
     def train_batches(self, seed: int) -> Iterator[dict]:
         """Endless epochs over every training pair of every direction; epoch ``e`` is the permutation
@@ -99,9 +96,8 @@ class TranslationRuntime:
     # ------------------------------------------------------------------ loss
     def _token_losses(self, model: Any, batch: dict) -> tuple:
         """Summed cross-entropy over the target tokens, and their count."""
-        logits = logits_in(self.autocast_dtype, lambda: model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            decoder_input_ids=batch["decoder_input_ids"]).logits)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"]).logits
         labels = batch["labels"]
         total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                 ignore_index=IGNORE, reduction="sum")

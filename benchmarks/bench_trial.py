@@ -12,7 +12,9 @@ one after the other on one thread each:
     the driver, not in the trial's process.
 (b) **plain**: this file's own loop over the same task runtime (the same tokenized data, model,
     batch size, optimizer and hyper-parameters, number of steps and evaluations): forward, loss,
-    backward, optimizer step, lr step; nothing else.
+    backward, optimizer step, lr step; nothing else. Its Adam is the fused kernel smctune's trials
+    build (``--plain-kernel default``: torch's default implementation instead, to see what that
+    choice is worth).
 
 It prints, per task and as smctune/plain ratios: peak RSS (and memory beyond the process's RSS
 before the trial), seconds per training step, seconds per evaluation, and the share of the trial's
@@ -51,11 +53,14 @@ def main() -> None:
                         help="pairs of runs, interleaved; medians are printed (this box's speed drifts by 10%%)")
     parser.add_argument("--method", default="omp_before")
     parser.add_argument("--sparsity", default="0.5")
+    parser.add_argument("--plain-kernel", choices=("fused", "default"), default="fused",
+                        help="the plain loop's Adam: the fused kernel smctune's trials use (the same "
+                             "optimiser), or torch's default implementation (what fused saves)")
     parser.add_argument("--child", choices=("plain", "smctune"), help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "plain":
-        print(json.dumps(plain_loop(args.task, args.preset, args.steps, args.evals)))
+        print(json.dumps(plain_loop(args.task, args.preset, args.steps, args.evals, args.plain_kernel)))
         return
     if args.child == "smctune":
         print(json.dumps(tune_trial(args.task, args.preset, args.steps, args.evals, args.method, args.sparsity)))
@@ -123,12 +128,13 @@ def tune_trial(task: str, preset: str, steps: int, evals: int, method: str, spar
 
 def run_child(task: str, args) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", "plain", "--task", task, "--preset",
-                          args.preset, "--steps", str(args.steps), "--evals", str(args.evals)],
+                          args.preset, "--steps", str(args.steps), "--evals", str(args.evals),
+                          "--plain-kernel", args.plain_kernel],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def plain_loop(task: str, preset: str, steps: int, evals: int) -> dict:
+def plain_loop(task: str, preset: str, steps: int, evals: int, kernel: str = "fused") -> dict:
     """The same fine-tune by hand. Uses smctune's task runtime only for what defines the task (its
     tokenized data, its model, its loss and its evaluation), none of smctune's training machinery."""
     import torch
@@ -161,7 +167,8 @@ def plain_loop(task: str, preset: str, steps: int, evals: int) -> dict:
         groups = [{"params": list(model.parameters())}]
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[train.optimizer]
     optimizer = optimizer_class(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2),
-                                eps=train.adam_eps, weight_decay=train.weight_decay)
+                                eps=train.adam_eps, weight_decay=train.weight_decay,
+                                fused=kernel == "fused" or None)
     warmup = max(1, train.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
@@ -200,7 +207,8 @@ def print_task(task: str, smctune: dict, plain: dict, args) -> None:
 
     beyond_s = smctune["peak_rss_mb"] - smctune["start_rss_mb"]
     beyond_p = plain["peak_rss_mb"] - plain["start_rss_mb"]
-    print(f"\n{task} ({args.preset}, {args.method} at {args.sparsity} vs a plain dense loop; "
+    print(f"\n{task} ({args.preset}, {args.method} at {args.sparsity} vs a plain dense loop with "
+          f"{args.plain_kernel} Adam; "
           f"{args.steps} steps, {smctune['evals']} evaluations; medians of {args.repeats} runs each)")
     print(f"  {'':34} {'smctune':>10} {'plain':>10} {'ratio':>7}")
     lines = [("peak RSS (MB)", smctune["peak_rss_mb"], plain["peak_rss_mb"]),

@@ -402,6 +402,30 @@ def test_optimizer_type_follows_train_optimizer():
     assert adam.param_groups[0]["betas"] == (0.9, 0.999) and adam.param_groups[0]["eps"] == 1e-8
     assert adam.param_groups[0]["weight_decay"] == 1e-5
     assert TrainSettings().optimizer == "adamw"  # the default stays fairseq's decoupled decay
+    # the fused kernel where it exists (optim.fused_kernel_fits)
+    assert adamw.param_groups[0]["fused"] and adam.param_groups[0]["fused"]
+
+
+def test_fused_adam_trains_like_the_default_implementation():
+    """The fused kernel is the same update: equal to torch's default for-loop Adam up to rounding."""
+    train = TrainSettings(optimizer="adam", weight_decay=1e-5, lr=1e-2)
+    torch.manual_seed(0)
+    fused_model = Toy()
+    plain_model = Toy()
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused, _ = optim.build(fused_model, train)
+    same = {key: fused.param_groups[0][key] for key in ("lr", "betas", "eps", "weight_decay")}
+    plain = torch.optim.Adam(plain_model.parameters(), **same, fused=False)
+    assert fused.param_groups[0]["fused"] and not plain.param_groups[0]["fused"]
+    for _ in range(20):
+        x = torch.randn(8, 3)
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            model.head(model.embedder(x)).pow(2).mean().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not optim.fused_kernel_fits([{"params": [torch.zeros(2, dtype=torch.int64)]}])
 
 
 def test_backbone_lr_gives_two_groups():

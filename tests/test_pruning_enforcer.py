@@ -288,6 +288,8 @@ def test_auto_strategy_choice():
     assert MaskEnforcer(model, mask, torch.optim.SGD(model.parameters(), lr=0.1)).masks_gradients
     # Adam/AdamW on CPU: see enforce.py's docstring (sqrt over exact zeros is slow there)
     assert not MaskEnforcer(model, mask, torch.optim.AdamW(model.parameters())).masks_gradients
+    # ... except the fused kernel, which has no such penalty (and is what smctune's trials build)
+    assert MaskEnforcer(model, mask, torch.optim.Adam(model.parameters(), fused=True)).masks_gradients
     from smctune.errors import UserError
     with pytest.raises(UserError, match="unknown enforcement strategy"):
         MaskEnforcer(model, mask, strategy="lazy")

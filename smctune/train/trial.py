@@ -215,8 +215,8 @@ class Trial:
         running_loss, running_n = torch.zeros((), device=self.device), 0
         while level.step < train.max_steps:
             with self.costs.phase("train"):
-                self._step(next(batches), level.step + 1, optimizer, scheduler, scaler, sparse, train.grad_clip)
-                running_loss += self._last_loss
+                running_loss += self._step(next(batches), level.step + 1, optimizer, scheduler, scaler,
+                                           sparse, train.grad_clip)
                 running_n += 1
                 level.step += 1
                 self.costs.steps += 1
@@ -236,12 +236,13 @@ class Trial:
         return True
 
     def _step(self, batch: dict, step: int, optimizer, scheduler, scaler,
-              sparse: Optional[SparseTraining], grad_clip: float) -> None:
+              sparse: Optional[SparseTraining], grad_clip: float) -> torch.Tensor:
         """One update: forward under the trial's precision, backward (scaled for fp16), the mask's
-        gradient and optimizer-state enforcement, clipping, the optimizer and lr steps."""
+        gradient and optimizer-state enforcement, clipping, the optimizer and lr steps. Returns the
+        loss as a detached fp32 tensor on the device (read by the caller only now and then)."""
         with self.precision.autocast():
             loss = self.runtime.loss(self.model, batch)
-        self._last_loss = loss.detach().float()
+        value = loss.detach().float()
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -262,6 +263,7 @@ class Trial:
             scaler.step(optimizer)   # skipped when the scaled gradients overflowed
             scaler.update()
         scheduler.step()
+        return value
 
     def _report_eval(self, level: LevelState, mask: Optional[Mask], train_loss: float, *,
                      gmp: Optional[GMPSchedule] = None, optimizer=None, scheduler=None, scaler=None,

@@ -70,7 +70,8 @@ def main() -> None:
         pairs = [(smctune_trial(task, args), run_child(task, args)) for _ in range(args.repeats)]
         smctune, plain = (median_of([pair[side] for pair in pairs]) for side in (0, 1))
         rows.append((task, smctune, plain, pairs))
-        print_task(task, smctune, plain, args)
+        typical = sorted((pair[0] for pair in pairs), key=lambda run: run["wall_s"])[len(pairs) // 2]
+        print_task(task, smctune, plain, typical, args)
     print_summary(rows)
 
 
@@ -201,7 +202,9 @@ def plain_loop(task: str, preset: str, steps: int, evals: int, kernel: str = "fu
 
 # ------------------------------------------------------------------------------------ output
 
-def print_task(task: str, smctune: dict, plain: dict, args) -> None:
+def print_task(task: str, smctune: dict, plain: dict, typical: dict, args) -> None:
+    """The medians side by side, then the phases of the smctune run of median wall time (medians
+    taken phase by phase would not add up to one run)."""
     def ratio(a: float, b: float) -> str:
         return f"{a / b:6.3f}" if b else "     -"
 
@@ -220,15 +223,15 @@ def print_task(task: str, smctune: dict, plain: dict, args) -> None:
              ("share outside training steps", smctune["outside_train_share"], plain["outside_train_share"])]
     for name, a, b in lines:
         print(f"  {name:34} {a:10.3f} {b:10.3f} {ratio(a, b)}")
-    wall = smctune["wall_s"]
-    accounted = sum(smctune[f"{phase}_s"] for phase in ("setup", "train", "eval", "prune", "checkpoint", "report"))
-    print("  smctune's wall time outside training steps, by phase:")
+    wall = typical["wall_s"]
+    accounted = sum(typical[f"{phase}_s"] for phase in ("setup", "train", "eval", "prune", "checkpoint", "report"))
+    print(f"  wall time outside training steps, by phase (the smctune run of median wall time, {wall:.1f} s):")
     for phase, meaning in (("setup", "task runtime (data, tokenizer), model, restore"),
                            ("eval", "evaluations of the dev split"),
                            ("prune", "scoring and masking at the level"),
                            ("checkpoint", "trial checkpoints (one per evaluation here)"),
                            ("report", "records, masks and reports to Tune")):
-        print(f"    {phase:11} {smctune[f'{phase}_s']:8.2f} s  {smctune[f'{phase}_s'] / wall:6.1%}  {meaning}")
+        print(f"    {phase:11} {typical[f'{phase}_s']:8.2f} s  {typical[f'{phase}_s'] / wall:6.1%}  {meaning}")
     print(f"    {'other':11} {wall - accounted:8.2f} s  {(wall - accounted) / wall:6.1%}  "
           "between phases (loop bookkeeping, finiteness checks)")
 

@@ -79,9 +79,13 @@ class TrialSpec:
     masks_dir: str = ""          # where each level's final mask is saved (smctune.rundir.masks); "" = nowhere
     group: str = ""              # --prune-only: the prunable group(s) this trial prunes alone ("q", "q+k")
 
-    @property
+    @functools.cached_property
     def trial_id(self) -> str:
-        return trial_id_from(self.to_dict())
+        """Computed once per spec from the few fields it names (not ``to_dict()``: a sweep start
+        asks for the ids of every planned trial several times)."""
+        return trial_id_from({"model": {"arch": self.model.arch}, "method": self.method,
+                              "levels": self.levels, "sparsity": self.sparsity, "seed": self.seed,
+                              "fold": self.fold, "tuning": self.tuning, "group": self.group})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ a searched cell's tunings never enter a mean. Pairs are matched on (architecture
 """
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ import numpy as np
 from smctune.errors import UserError
 from smctune.report.cell_stats import match_grid, planned_rows
 from smctune.report.load import DENSE, RunResults, trials_of
-from smctune.rundir.masks import load_mask, mask_files
+from smctune.rundir.masks import PackedMask, load_packed, mask_files
 from smctune.rundir.records import FINISHED_STATUSES
+from smctune.report.similarity_cache import JaccardCache
 
 EMBEDDING_MARK = "embed"   # case-insensitive part of an embedding matrix's name
 EMPTIED = 0.99             # an embedding matrix this sparse has lost (almost) every token row
@@ -69,16 +71,22 @@ def jaccard(mask_a: Mapping[str, np.ndarray], mask_b: Mapping[str, np.ndarray]) 
     """Overlap of the kept weights (True = kept) over the tensors both masks have, pooled (a large
     matrix weighs by its size, as it does in the global sparsity); None without a common tensor or
     when both keep nothing."""
-    common = [name for name in mask_a if name in mask_b]
+    return packed_jaccard(PackedMask.of(mask_a), PackedMask.of(mask_b))
+
+
+def packed_jaccard(a: PackedMask, b: PackedMask) -> Optional[float]:
+    """``jaccard`` on the bits as saved: |A and B| is the popcount of the bytes' ``and`` (padding
+    bits are zero in both), |A or B| = |A| + |B| - |A and B| with each mask's count taken once."""
+    common = [name for name in a.shapes if name in b.shapes]
     if not common:
         return None
     both = either = 0
     for name in common:
-        a, b = np.asarray(mask_a[name], dtype=bool), np.asarray(mask_b[name], dtype=bool)
-        if a.shape != b.shape:
-            raise UserError(f"masks of {name!r} differ in shape: {a.shape} vs {b.shape}")
-        both += int(np.count_nonzero(a & b))
-        either += int(np.count_nonzero(a | b))
+        if a.shapes[name] != b.shapes[name]:
+            raise UserError(f"masks of {name!r} differ in shape: {a.shapes[name]} vs {b.shapes[name]}")
+        shared = int(np.bitwise_count(np.bitwise_and(a.bits[name], b.bits[name])).sum(dtype=np.int64))
+        both += shared
+        either += a.kept(name) + b.kept(name) - shared
     return both / either if either else None
 
 
@@ -160,7 +168,7 @@ def layer_sizes(run: RunResults, model: Optional[str] = None) -> dict[str, int]:
     for (trial_id, _), path in sorted(mask_files(run.run_dir).items()):
         mask = _load_or_skip(path, {}) if trial_id in mine else None
         if mask is not None:
-            return {name: int(bits.size) for name, bits in mask.items()}
+            return {name: math.prod(shape) for name, shape in mask.shapes.items()}
     return {}
 
 
@@ -172,6 +180,7 @@ def pair_similarities(run: RunResults, model: Optional[str] = None) -> list[Pair
     for method, grid_level, key, measured in _measured_levels(run, model):
         members.setdefault((method, grid_level), {})[key] = measured
     files = mask_files(run.run_dir)
+    cache = JaccardCache(run.run_dir)
     methods = [m for m in dict.fromkeys(planned_rows(run.spec)) if m != DENSE]
     out = []
     for grid_level in sorted(run.spec.sparsities):
@@ -189,12 +198,13 @@ def pair_similarities(run: RunResults, model: Optional[str] = None) -> list[Pair
                 if first is None or second is None:
                     continue
                 correlations[(a, b)].append(layer_correlation(first.layers, second.layers))
-                jaccards[(a, b)].append(_mask_jaccard(first, second, files, loaded))
+                jaccards[(a, b)].append(_mask_jaccard(first, second, files, loaded, cache))
         for a, b in pairs:
             j, r = _present(jaccards[(a, b)]), _present(correlations[(a, b)])
             out.append(PairSimilarity(grid_level, a, b, statistics.fmean(j) if j else None,
                                       statistics.fmean(r) if r else None,
                                       len(j), len(r)))
+    cache.save()
     return out
 
 
@@ -218,28 +228,33 @@ def _measured_levels(run: RunResults, model: Optional[str]):
                    _Measured(trial.trial_id, float(level["sparsity"]), layers))
 
 
-def _mask_jaccard(first: _Measured, second: _Measured, files: dict, loaded: dict) -> Optional[float]:
-    masks = []
-    for measured in (first, second):
-        path = files.get((measured.trial_id, round(measured.level, 4)))
-        if path is None:
-            return None
-        mask = _load_or_skip(path, loaded)
-        if mask is None:
-            return None
-        masks.append(mask)
-    return jaccard(*masks)
+def _mask_jaccard(first: _Measured, second: _Measured, files: dict, loaded: dict,
+                  cache: JaccardCache) -> Optional[float]:
+    """The pair's overlap from the cache, else from the mask files (each read once per report and
+    (architecture, seed, fold): ``loaded``)."""
+    paths = [files.get((measured.trial_id, round(measured.level, 4))) for measured in (first, second)]
+    if None in paths:
+        return None
+    found, value = cache.get(*paths)
+    if found:
+        return value
+    masks = [_load_or_skip(path, loaded) for path in paths]
+    if None in masks:
+        return None
+    value = packed_jaccard(*masks)
+    cache.put(*paths, value)
+    return value
 
 
 _WARNED: set = set()
 
 
-def _load_or_skip(path, loaded: dict) -> Optional[dict]:
+def _load_or_skip(path, loaded: dict) -> Optional[PackedMask]:
     """One damaged mask file costs its own pairs, not the whole report: it is named once on stderr
     and left out of the overlap."""
     if path not in loaded:
         try:
-            loaded[path] = load_mask(path)
+            loaded[path] = load_packed(path)
         except UserError as err:
             loaded[path] = None
             if path not in _WARNED:

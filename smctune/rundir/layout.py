@@ -123,6 +123,11 @@ class RunDir:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def similarity_cache(self) -> Path:
+        """Mask overlaps already computed, so the next report computes only new pairs."""
+        return self.root / "similarity_cache.json"
+
     # shared by every run of the same storage root
     @property
     def dense_cache_dir(self) -> Path:

@@ -41,13 +41,13 @@ def save_mask(masks_dir: PathLike, trial_id: str, level: float, named_masks: Map
 
     The names are the mask's own (a tied tensor once, under its canonical name), the names the
     records' per-layer sparsity uses, so a file and its record line up layer by layer."""
-    arrays = {name: _as_bool_array(name, mask) for name, mask in named_masks.items()}
-    total = sum(array.size for array in arrays.values())
-    kept = sum(int(np.count_nonzero(array)) for array in arrays.values())
+    packed = PackedMask.of(named_masks)
+    total = sum(math.prod(shape) for shape in packed.shapes.values())
+    kept = sum(packed.kept(name) for name in packed.bits)
     meta = {"format": FORMAT, "trial_id": trial_id, "level": float(level),
             "sparsity": (total - kept) / total if total else 0.0,
-            "names": list(arrays), "shapes": [list(array.shape) for array in arrays.values()]}
-    entries = {_bits_key(i): np.packbits(array.ravel()) for i, array in enumerate(arrays.values())}
+            "names": list(packed.shapes), "shapes": [list(shape) for shape in packed.shapes.values()]}
+    entries = {_bits_key(i): bits for i, bits in enumerate(packed.bits.values())}
     entries[_META] = np.array(json.dumps(meta))
     path = mask_path(masks_dir, trial_id, level)
     with atomic_path(path) as staging, open(staging, "wb") as handle:
@@ -57,14 +57,49 @@ def save_mask(masks_dir: PathLike, trial_id: str, level: float, named_masks: Map
 
 def load_mask(path: PathLike) -> dict[str, np.ndarray]:
     """Name -> bool array (True = kept), in the order saved, with the saved shapes."""
+    packed = load_packed(path)
+    return {name: np.unpackbits(bits, count=math.prod(packed.shapes[name])).view(np.bool_)
+            .reshape(packed.shapes[name]) for name, bits in packed.bits.items()}
+
+
+class PackedMask:
+    """A mask as saved, one bit per weight (``np.packbits`` order, the last byte zero-padded): what
+    overlap counts need, at an eighth of the memory of bool arrays and without unpacking."""
+
+    __slots__ = ("shapes", "bits", "_kept")
+
+    def __init__(self, shapes: Mapping[str, tuple], bits: Mapping[str, np.ndarray]):
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
+        self.bits = dict(bits)
+        self._kept: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, named_masks: Mapping[str, Any]) -> "PackedMask":
+        """From name -> bool tensor or array (True = kept)."""
+        arrays = {name: _as_bool_array(name, mask) for name, mask in named_masks.items()}
+        return cls({name: a.shape for name, a in arrays.items()},
+                   {name: np.packbits(a.ravel()) for name, a in arrays.items()})
+
+    def kept(self, name: str) -> int:
+        """Weights kept in ``name`` (counted once per mask, not once per pair it is in)."""
+        if name not in self._kept:
+            self._kept[name] = int(np.bitwise_count(self.bits[name]).sum(dtype=np.int64))
+        return self._kept[name]
+
+
+def load_packed(path: PathLike) -> PackedMask:
+    """A mask file's bits as saved (``PackedMask``)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data[_META][()]))
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-            return {name: np.unpackbits(data[_bits_key(i)], count=math.prod(shape))
-                    .view(np.bool_).reshape(shape)
-                    for i, (name, shape) in enumerate(zip(meta["names"], meta["shapes"]))}
+            names, shapes = meta["names"], [tuple(int(n) for n in shape) for shape in meta["shapes"]]
+            bits = {name: np.asarray(data[_bits_key(i)], dtype=np.uint8) for i, name in enumerate(names)}
+            for name, shape in zip(names, shapes):
+                if bits[name].size != (math.prod(shape) + 7) // 8:
+                    raise ValueError(f"{name}: {bits[name].size} bytes for shape {list(shape)}")
+            return PackedMask(dict(zip(names, shapes)), bits)
     except FileNotFoundError:
         raise UserError(f"mask file not found: {path}") from None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:

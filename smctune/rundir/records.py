@@ -24,7 +24,8 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Optional, Union
+from types import MappingProxyType
+from typing import Iterable, Mapping, Optional, Union
 
 from smctune.config.specs import TrialSpec
 from smctune.rundir.layout import RunDir, write_atomic
@@ -91,13 +92,17 @@ def finished_ids(run_dir: PathLike, also: tuple = ()) -> set[str]:
     return set(finished_values(run_dir, also=also))
 
 
-def finished_values(run_dir: PathLike, metric: str = "best",
-                    also: tuple = ()) -> dict[str, Optional[float]]:
+def finished_values(run_dir: PathLike, metric: str = "best", also: tuple = (),
+                    ids: Optional[Iterable[str]] = None) -> dict[str, Optional[float]]:
     """The finished trials of ``finished_ids`` -> their value under ``metric`` (``best``/``final``
     of the last level; None without one, and always None for the ``also`` statuses): what the cell
-    searcher and the threshold search are told."""
+    searcher and the threshold search are told. ``ids``: read only these trials' records (the
+    driver's bookkeeping after a Tuner: reading every record after every round is quadratic)."""
+    run = RunDir(run_dir)
+    records = (read_records(run_dir) if ids is None
+               else {trial_id: _read_json(run.record_file(trial_id)) for trial_id in ids})
     done = {}
-    for trial_id, record in read_records(run_dir).items():
+    for trial_id, record in records.items():
         status = record.get("status") if record else None
         if status not in FINISHED_STATUSES + tuple(also):
             continue
@@ -106,6 +111,35 @@ def finished_values(run_dir: PathLike, metric: str = "best",
         finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         done[trial_id] = float(value) if finite else None
     return done
+
+
+class FinishedTrials:
+    """``finished_values`` kept current for a driver: every record is read once per metric, after
+    that only the records ``keeper`` wrote since (a threshold search asks after every round, a
+    stage after every Tuner: re-reading the whole run each time was quadratic in trials). Trials
+    in ``redo`` (recorded finished, to be run again) are left out."""
+
+    def __init__(self, run_dir: PathLike, keeper: "RecordKeeper", also: tuple = (),
+                 redo: frozenset = frozenset()):
+        self.run_dir, self.keeper, self.also, self.redo = run_dir, keeper, also, redo
+        self._values: dict[str, dict] = {}   # metric -> finished trial id -> value
+        self._seen: dict[str, int] = {}      # metric -> how much of keeper.written is in it
+
+    def values(self, metric: str) -> Mapping[str, Optional[float]]:
+        written = self.keeper.written
+        if metric not in self._values:
+            self._values[metric] = finished_values(self.run_dir, metric, also=self.also)
+            self._seen[metric] = len(written)
+        elif self._seen[metric] < len(written):
+            fresh = written[self._seen[metric]:]
+            self._seen[metric] = len(written)
+            known = self._values[metric]
+            for trial_id in fresh:   # a rerun that failed is no longer finished
+                known.pop(trial_id, None)
+            known.update(finished_values(self.run_dir, metric, also=self.also, ids=fresh))
+        if not self.redo:   # a view, not a copy: callers ask once per trial or per round
+            return MappingProxyType(self._values[metric])
+        return {trial_id: value for trial_id, value in self._values[metric].items() if trial_id not in self.redo}
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -122,6 +156,9 @@ class RecordKeeper:
         self.chance = chance
         self.live_every_s = live_every_s
         self.open: dict[str, dict] = {}
+        #: trial ids whose final record this keeper wrote, in order: what the driver re-reads after
+        #: a Tuner instead of every record of the run
+        self.written: list[str] = []
         self._live_written: dict[str, float] = {}
 
     def discard_live(self) -> None:
@@ -213,6 +250,7 @@ class RecordKeeper:
         record["started_at"] = round(started, 3)
         record["wall_s"] = round(record["ended_at"] - started, 3)
         write_atomic(self.run.record_file(trial_id), json.dumps(record, indent=1, default=str))
+        self.written.append(trial_id)
         self._live_written.pop(trial_id, None)
         with contextlib.suppress(OSError):
             self.run.live_file(trial_id).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ members re-emitted, and the budget counts what was already spent.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Callable, Mapping, Optional, Sequence
 
 from smctune.config.search_decl import SearchDecl, check_trials_per_cell
@@ -74,7 +75,6 @@ class CellSearchCore:
         self.messages: list[str] = []         # notes for the driver to print (e.g. an exhausted cell)
         self._inflight: dict[str, tuple] = {}  # Tune trial id -> (cell index, number, member index)
         self._finished_untuned: set = set()   # (cell key, member id) finished in this session
-        self._cursor = 0
         self._lengths = TrialLengths()
         self._journal = None
         self._cells = self._group(self._args["trials"])
@@ -112,6 +112,20 @@ class CellSearchCore:
                 cell.queue.extend((0, i) for i, member_id in enumerate(cell.member_ids)
                                   if member_id not in self.done
                                   and (cell.key, member_id) not in self._finished_untuned)
+        self._line_up()
+
+    def _line_up(self) -> None:
+        """Cells ready to give a trial, grouped by what orders them (``TrialLengths.priority`` depends
+        on the method and the planned work only): ``suggest`` compares the few groups, not every
+        cell, and a cell with nothing to give leaves its group until a trial of it completes (the
+        only event that can give it more), so a stage of n cells costs O(n) cell visits, not O(n^2)."""
+        self._ready: dict[tuple, deque] = {}     # (method, work) -> ready cell indices, next first
+        for index, cell in enumerate(self._cells):
+            self._ready.setdefault((cell.method, cell.work), deque()).append(index)
+        self._first = {group: cells[0] for group, cells in self._ready.items()}
+        self._served: dict[tuple, int] = {}      # group -> suggest count when it last gave a trial
+        self._idle: set = set()                  # cells out of their group (nothing to give)
+        self._suggested = 0
 
     def _note(self, message: str) -> None:
         if message not in self.messages:
@@ -120,24 +134,28 @@ class CellSearchCore:
     # -------------------------------------------------------------------- Searcher protocol
 
     def suggest(self, trial_id: str):
-        """The next Tune trial: the longest expected first (trial_order.py), round-robin over cells
-        of equal length; None while waiting for results; FINISHED."""
-        count = len(self._cells)
-        rotation = [(self._cursor + offset) % count for offset in range(count)]
-        by_length = sorted(rotation, reverse=True, key=lambda index: self._lengths.priority(
-            self._cells[index].method, self._cells[index].work))
-        for index in by_length:
-            cell = self._cells[index]
-            item = self._take(cell)
-            if item is None:
-                continue
-            self._cursor = (index + 1) % count
-            number, member = item
-            self._inflight[trial_id] = (index, number, member)
-            cell.inflight += 1
-            self._lengths.started(cell.method)
-            return cell.config(number, member)
-        if all(cell.finished(self.budget) for cell in self._cells):
+        """The next Tune trial: the longest expected first (trial_order.py), taking turns between
+        cells of equal length; None while waiting for results; FINISHED."""
+        groups = sorted(self._ready, reverse=True, key=lambda group: (
+            self._lengths.priority(*group), -self._served.get(group, -1), -self._first[group]))
+        for group in groups:
+            ready = self._ready[group]
+            while ready:
+                index = ready[0]
+                cell = self._cells[index]
+                item = self._take(cell)
+                if item is None:
+                    self._idle.add(ready.popleft())
+                    continue
+                ready.rotate(-1)
+                self._served[group] = self._suggested
+                self._suggested += 1
+                number, member = item
+                self._inflight[trial_id] = (index, number, member)
+                cell.inflight += 1
+                self._lengths.started(cell.method)
+                return cell.config(number, member)
+        if not self._inflight and all(cell.finished(self.budget) for cell in self._cells):
             return FINISHED
         return None
 
@@ -151,6 +169,9 @@ class CellSearchCore:
         index, number, member = entry
         cell = self._cells[index]
         cell.inflight -= 1
+        if cell.tuned and index in self._idle:   # it may ask its study again (an untuned one never refills)
+            self._idle.discard(index)
+            self._ready[(cell.method, cell.work)].append(index)
         if result and not error and result.get("level_done", True):
             self._lengths.observe(cell.method, cell.work, finite(result.get("time_total_s")))
         if not cell.tuned:
@@ -228,8 +249,7 @@ class CellSearchCore:
         session (JSON-able)."""
         return {"inflight": {tid: [self._cells[i].key, number, self._cells[i].member_ids[member]]
                              for tid, (i, number, member) in self._inflight.items()},
-                "finished_untuned": sorted(list(pair) for pair in self._finished_untuned),
-                "cursor": self._cursor}
+                "finished_untuned": sorted(list(pair) for pair in self._finished_untuned)}
 
     def set_state(self, state: dict) -> None:
         """Restore after ``get_state``: rebuild from the storage, then take the in-flight trials out of
@@ -250,7 +270,6 @@ class CellSearchCore:
             cell.queue.remove((number, member))
             self._inflight[tid] = (index_of[key], number, member)
             cell.inflight += 1
-        self._cursor = int(state.get("cursor", 0)) % max(1, len(self._cells))
 
     def __getstate__(self):
         return {"args": self._args, "state": self.get_state(), "extra": self._extra_state()}

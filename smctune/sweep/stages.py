@@ -13,8 +13,9 @@ from pathlib import Path
 from smctune.catalog import registry
 from smctune.config.specs import TrialSpec
 from smctune.rundir.layout import RunDir
-from smctune.rundir.records import finished_values
+from smctune.rundir.records import FinishedTrials
 from smctune.sweep.cell_keys import trial_id_of
+from smctune.sweep.checkpoints import checkpoint_pruner
 from smctune.sweep.plan import check_tunables
 from smctune.sweep.ray_session import pending_trials, pending_trials_limit
 from smctune.sweep.tune_events import event_bridge
@@ -34,11 +35,11 @@ class StageRunner:
         self.decl = space.search_decl(sweep.preset)
         self.budget = sweep.trials_per_cell or self.decl.trials_per_cell
         self.pending_limit = pending_trials_limit(resources)
+        self.finished = FinishedTrials(self.run_dir, listeners.records, also, redo)
 
     def done(self, metric: str) -> dict:
-        """Finished trial id -> value under ``metric`` (``records.finished_values``), less ``redo``."""
-        return {trial_id: value for trial_id, value in finished_values(self.run_dir, metric, also=self.also).items()
-                if trial_id not in self.redo}
+        """Finished trial id -> value under ``metric`` (``records.FinishedTrials``), less ``redo``."""
+        return self.finished.values(metric)
 
     def run(self, name: str, batch: list[TrialSpec], waiting: list[TrialSpec]) -> None:
         from ray import tune
@@ -75,9 +76,8 @@ class StageRunner:
                 name=name,
                 storage_path=str(RunDir(self.run_dir).ray_dir),
                 verbose=0,
-                callbacks=[event_bridge(self.listeners, self.specs)],
+                callbacks=[event_bridge(self.listeners, self.specs), checkpoint_pruner()],
                 failure_config=tune.FailureConfig(max_failures=self.sweep.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
         with pending_trials(self.pending_limit):

@@ -38,7 +38,8 @@ def threshold_stage(runner: StageRunner, stage: int, batch: list[TrialSpec], pri
     def done() -> dict:
         return runner.done("best")
 
-    runner.run(f"stage{stage}", fixed, [t for t in fixed if t.trial_id not in done()])
+    finished = done()
+    runner.run(f"stage{stage}", fixed, [t for t in fixed if t.trial_id not in finished])
     if not curves:
         return
     dense = _dense_means(runner.run_dir, {arch for arch, _ in curves})

@@ -15,6 +15,7 @@ Ties keep the caller's (round-robin) order.
 """
 from __future__ import annotations
 
+import heapq
 import statistics
 from collections import defaultdict
 from typing import Mapping, Optional
@@ -34,7 +35,7 @@ class TrialLengths:
     """Per method: seconds per unit of planned work, from finished trials."""
 
     def __init__(self):
-        self._rates: dict[str, list[float]] = defaultdict(list)
+        self._rates: dict[str, RunningMedian] = defaultdict(RunningMedian)
         self._median: dict[str, float] = {}
         self._started: set[str] = set()
 
@@ -44,8 +45,9 @@ class TrialLengths:
     def observe(self, method: str, work: float, seconds: Optional[float]) -> None:
         if seconds is None or not seconds > 0 or not work > 0:
             return
-        self._rates[method].append(float(seconds) / work)
-        self._median[method] = statistics.median(self._rates[method])
+        rates = self._rates[method]
+        rates.add(float(seconds) / work)
+        self._median[method] = rates.median()
 
     def rate(self, method: str) -> Optional[float]:
         return self._median.get(method)
@@ -59,3 +61,34 @@ class TrialLengths:
         if rate is None:
             rate = statistics.median(self._median.values()) if self._median else 1.0
         return (0, work * rate)
+
+
+class RunningMedian:
+    """The median of a growing sequence in O(log n) per value (two heaps: the lower half as a
+    max-heap, the upper half as a min-heap), where re-sorting every value at every trial's end
+    would make a stage of n trials O(n^2 log n)."""
+
+    def __init__(self):
+        self._low: list[float] = []    # negated: a max-heap of the lower half
+        self._high: list[float] = []   # a min-heap of the upper half
+
+    def add(self, value: float) -> None:
+        if self._low and value > -self._low[0]:
+            heapq.heappush(self._high, value)
+        else:
+            heapq.heappush(self._low, -value)
+        if len(self._low) > len(self._high) + 1:
+            heapq.heappush(self._high, -heapq.heappop(self._low))
+        elif len(self._high) > len(self._low):
+            heapq.heappush(self._low, -heapq.heappop(self._high))
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def median(self) -> float:
+        """Like ``statistics.median``: the middle value, or the mean of the two middle ones."""
+        if not self._low:
+            raise ValueError("no values")
+        if len(self._low) > len(self._high):
+            return -self._low[0]
+        return (-self._low[0] + self._high[0]) / 2

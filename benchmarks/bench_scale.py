@@ -121,7 +121,7 @@ def sweep_of(work: Path, size: int):
     from smctune.sweep.request import SweepRequest, resolve
 
     def sweep(seeds: int):
-        request = SweepRequest.of("csqa", methods="all", sparsities=",".join(map(str, GRID)), seeds=str(seeds),
+        request = SweepRequest.of("csqa", methods="all", sparsities=",".join(map(str, GRID)), seeds=seeds,
                                   storage=work, name=f"scale{size}")
         return resolve(request, for_plan=True)[0]
 
@@ -166,8 +166,9 @@ def searcher_over_cells(work: Path, cells: int) -> tuple:
 
     sweep, _ = sweep_of(work, 1)
     templates = [s for s in plan_trials(sweep, load_search_space("csqa")) if s.sparsity and not s.levels]
+    per_method = math.ceil(cells / len(templates))   # distinct levels at the 4 decimals trial ids keep
     specs = [dataclasses.replace(templates[i % len(templates)],
-                                 sparsity=round(0.05 + 0.9 * i / cells, 8) + 1e-9 * (i % len(templates)))
+                                 sparsity=round(0.05 + 0.9 * (i // len(templates)) / per_method, 4))
              for i in range(cells)]
     return measured(lambda: drain(specs))
 
@@ -216,8 +217,9 @@ def exponent(points: dict) -> float:
 
 def print_row(size: int, row: dict, flush: bool = False) -> None:
     print(f"\n{row['_trials']} trials ({row['_masks']} mask files, built in {row['_build_s']:.0f} s)")
-    for name, (seconds, peak) in row.items():
+    for name, value in row.items():
         if not name.startswith("_"):
+            seconds, peak = value
             print(f"  {name:14} {seconds:8.2f} s  peak +{peak:7.1f} MB")
     sys.stdout.flush()
 
@@ -244,7 +246,9 @@ def snapshots(work: Path, trials: int) -> None:
     counter = _SnapshotCounter()
     logger = logging.getLogger("ray.tune.execution.experiment_state")
     logger.addHandler(counter)
+    level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
+    logger.propagate = False   # counted here, not printed
     ensure_ray(num_cpus=2)
     try:
         print(f"\nTune experiment-state snapshots, {trials} trials of one step, 2 checkpoints each:")
@@ -267,6 +271,8 @@ def snapshots(work: Path, trials: int) -> None:
     finally:
         stop_ray()
         logger.removeHandler(counter)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _two_checkpoints(config):

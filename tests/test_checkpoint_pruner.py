@@ -11,22 +11,27 @@ from pathlib import Path
 from smctune.sweep.checkpoints import checkpoint_pruner
 
 
-def _trainable(config):
-    from ray import tune
+def _make_trainable():
+    """A closure, so Ray ships it by value (workers cannot import this test module)."""
 
-    start = 0
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            start = json.loads(Path(directory, "state.json").read_text())["step"] + 1
-    for step in range(start, 4):
-        with tempfile.TemporaryDirectory() as directory:
-            Path(directory, "state.json").write_text(json.dumps({"step": step}))
-            tune.report({"step": step, "resumed_at": start}, checkpoint=tune.Checkpoint.from_directory(directory))
-        marker = Path(config["marker_dir"], f"{config['x']}.failed")
-        if config["x"] == 1 and step == 1 and not marker.exists():
-            marker.write_text("once")
-            raise RuntimeError("a worker lost mid-trial")
+    def _trainable(config):
+        from ray import tune
+
+        start = 0
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as directory:
+                start = json.loads(Path(directory, "state.json").read_text())["step"] + 1
+        for step in range(start, 4):
+            with tempfile.TemporaryDirectory() as directory:
+                Path(directory, "state.json").write_text(json.dumps({"step": step}))
+                tune.report({"step": step, "resumed_at": start}, checkpoint=tune.Checkpoint.from_directory(directory))
+            marker = Path(config["marker_dir"], f"{config['x']}.failed")
+            if config["x"] == 1 and step == 1 and not marker.exists():
+                marker.write_text("once")
+                raise RuntimeError("a worker lost mid-trial")
+
+    return _trainable
 
 
 def test_only_the_latest_checkpoint_of_a_running_trial_exists(tmp_path, ray_session):
@@ -43,7 +48,7 @@ def test_only_the_latest_checkpoint_of_a_running_trial_exists(tmp_path, ray_sess
 
     pruner = checkpoint_pruner()
     tuner = tune.Tuner(
-        _trainable, param_space={"x": tune.grid_search([0, 1, 2]), "marker_dir": str(tmp_path)},
+        _make_trainable(), param_space={"x": tune.grid_search([0, 1, 2]), "marker_dir": str(tmp_path)},
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="prune", verbose=0,
                                   callbacks=[pruner, Watch()],
                                   failure_config=tune.FailureConfig(max_failures=1)))

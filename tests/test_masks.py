@@ -40,11 +40,13 @@ def test_round_trip_is_exact_for_odd_shapes_and_uniform_masks(tmp_path):
 def test_masks_are_bit_packed_and_the_metadata_says_what_the_file_is(tmp_path):
     masks = _odd_masks()
     path = save_mask(tmp_path, "gmp-s0.4880-seed1", 0.488, masks)
+    meta = _meta(path)
     with np.load(path, allow_pickle=False) as data:
-        sizes = [data[f"bits{i}"].size for i in range(len(masks))]
-        assert all(data[f"bits{i}"].dtype == np.uint8 for i in range(len(masks)))
+        assert sorted(data.files) == ["bits", "meta"] and data["bits"].dtype == np.uint8
+        ends = meta["offsets"][1:] + [data["bits"].size]
+    sizes = [end - start for start, end in zip(meta["offsets"], ends)]
     assert sizes == [math.ceil(mask.size / 8) for mask in masks.values()]  # 105 bits -> 14 bytes, ...
-    assert sizes[:2] == [14, 2]
+    assert sizes[:2] == [14, 2] and meta["offsets"][0] == 0
     total = sum(mask.size for mask in masks.values())
     kept = sum(int(mask.sum()) for mask in masks.values())
     meta = _meta(path)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 from smctune.config.recorded import read_sweep_spec
 from smctune.config.specs import SweepSpec, row_label
@@ -66,16 +67,27 @@ class RunResults:
         return RunDir(self.run_dir)
 
 
-def load_run(run_dir: Union[str, Path]) -> RunResults:
-    """Read ``sweep.json`` and every ``results/*.json`` of a run directory (sorted by file name)."""
+def load_run(run_dir: Union[str, Path], trial_ids: Optional[Iterable[str]] = None) -> RunResults:
+    """Read ``sweep.json`` and every ``results/*.json`` of a run directory (sorted by file name), or
+    only the records of ``trial_ids`` (those that exist)."""
     layout = RunDir(run_dir)
     sweep_file = layout.sweep_file
     if not layout.root.is_dir() or not sweep_file.is_file():
         raise UserError(f"not a smctune run directory: {layout.root} (no {sweep_file.name})")
     spec = relocated(read_sweep_spec(sweep_file), layout.root)   # it may have been moved or copied
     trials = []
-    if layout.results_dir.is_dir():
-        for path in sorted(layout.results_dir.glob("*.json")):
+    if trial_ids is not None:   # ids may come from records' contents: never a path out of results/
+        paths = [layout.record_file(trial_id) for trial_id in sorted(set(trial_ids))
+                 if trial_id and "/" not in trial_id and "\\" not in trial_id and not trial_id.startswith(".")]
+        paths = [path for path in paths if path.is_file()]
+    elif layout.results_dir.is_dir():
+        # names sorted as strings: sorting Path objects cost more than reading at 20k records
+        paths = [layout.results_dir / name for name in sorted(
+            entry.name for entry in os.scandir(layout.results_dir) if entry.name.endswith(".json"))]
+    else:
+        paths = []
+    if paths:
+        for path in paths:
             trial = _load_trial(path)
             if trial.task != spec.task:
                 raise UserError(f"{path}: trial is for task '{trial.task}', but the run is for '{spec.task}'")

@@ -77,6 +77,11 @@ def jaccard(mask_a: Mapping[str, np.ndarray], mask_b: Mapping[str, np.ndarray]) 
 def packed_jaccard(a: PackedMask, b: PackedMask) -> Optional[float]:
     """``jaccard`` on the bits as saved: |A and B| is the popcount of the bytes' ``and`` (padding
     bits are zero in both), |A or B| = |A| + |B| - |A and B| with each mask's count taken once."""
+    if a.flat is not None and b.flat is not None and a.layout == b.layout:
+        # the usual case (two masks of one model): one pass over all tensors at once
+        both = int(np.bitwise_count(np.bitwise_and(a.flat, b.flat)).sum(dtype=np.int64))
+        either = a.kept() + b.kept() - both
+        return both / either if either else None
     common = [name for name in a.shapes if name in b.shapes]
     if not common:
         return None

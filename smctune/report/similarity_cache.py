@@ -69,17 +69,18 @@ class JaccardCache:
 
     @staticmethod
     def _key(path_a: Path, path_b: Path) -> str:
-        return "\t".join(sorted((Path(path_a).name, Path(path_b).name)))
+        name_a, name_b = path_a.name, path_b.name
+        return f"{name_a}\t{name_b}" if name_a <= name_b else f"{name_b}\t{name_a}"
 
     def _pair_signature(self, path_a: Path, path_b: Path) -> Optional[list]:
-        ordered = sorted((Path(path_a), Path(path_b)), key=lambda p: p.name)
-        parts = [self._signature(p) for p in ordered]
-        return None if None in parts else parts[0] + parts[1]
+        first, second = (path_a, path_b) if path_a.name <= path_b.name else (path_b, path_a)
+        parts = self._signature(first), self._signature(second)
+        return None if parts[0] is None or parts[1] is None else parts[0] + parts[1]
 
     def _signature(self, path: Path) -> Optional[list]:
         if path not in self._signatures:
             try:
-                stat = path.stat()
+                stat = os.stat(path)
                 self._signatures[path] = [stat.st_size, stat.st_mtime_ns]
             except OSError:
                 self._signatures[path] = None

@@ -42,7 +42,7 @@ def threshold_stage(runner: StageRunner, stage: int, batch: list[TrialSpec], pri
     runner.run(f"stage{stage}", fixed, [t for t in fixed if t.trial_id not in finished])
     if not curves:
         return
-    dense = _dense_means(runner.run_dir, {arch for arch, _ in curves})
+    dense = _dense_means(runner, {arch for arch, _ in curves})
     multi = MultiSearch()
     grid = tuple(sorted(runner.sweep.sparsities))
     for key in curves:
@@ -73,13 +73,14 @@ def threshold_stage(runner: StageRunner, stage: int, batch: list[TrialSpec], pri
     write_threshold_record(runner.run_dir, stage, summary)
 
 
-def _dense_means(run_dir: Path, archs) -> dict:
+def _dense_means(runner, archs) -> dict:
     """Architecture -> the dense baseline the report compares with (``cell_stats.dense_baseline``:
-    mean over seeds of the fold means); None where no dense trial has a value."""
+    mean over seeds of the fold means); None where no dense trial has a value. Only the finished
+    dense trials' records are read (``FinishedTrials.of_method``): the mean is over those alone."""
     from smctune.report.cell_stats import dense_baseline
-    from smctune.report.load import load_run
+    from smctune.report.load import DENSE, load_run
 
-    run = load_run(run_dir)
+    run = load_run(runner.run_dir, trial_ids=runner.finished.of_method(DENSE))
     means = {}
     for arch in archs:
         stat = dense_baseline(run, "best", arch or None)

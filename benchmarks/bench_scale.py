@@ -8,8 +8,8 @@ Runs are built from smctune's own planner (CSQA, ``--methods all``, SMC-Bench's 
 ``RecordKeeper`` records (4 evaluations per trial, per-layer sparsity) and the real mask files
 (random bits at each level's density; ``--mask-weights`` weights per mask in 8 tensors).
 
-Measured per size, each in this process, peak memory as the growth of the kernel's peak-RSS
-counter (reset before each step, Linux):
+Measured per size, each in this process, medians of 3 runs, peak memory as the growth of the
+kernel's peak-RSS counter (reset before each run, Linux):
 
 - ``plan``: ``smctune plan`` of the sweep;
 - ``searcher``: the cell searcher handing out every trial to 64 slots (``suggest`` and
@@ -84,6 +84,7 @@ def main() -> None:
 def measure_size(work: Path, size: int, mask_weights: int) -> dict:
     from smctune.cli.main import main as cli
     from smctune.config.search_space import load_search_space
+    from smctune.rundir.layout import RunDir
     from smctune.sweep.plan import plan_trials
     from smctune.sweep.simulated_stage import SimulatedStageRunner
     from smctune.sweep.threshold_stage import threshold_stage
@@ -107,7 +108,9 @@ def measure_size(work: Path, size: int, mask_weights: int) -> dict:
     row["threshold"] = measured(lambda: threshold_stage(SimulatedStageRunner(run_dir, threshold_sweep), 1, stage1,
                                                        _Silent()))
     (run_dir / "threshold.json").unlink(missing_ok=True)
-    row["report"] = measured(lambda: quiet(cli, ["report", str(run_dir)]))
+    cache = RunDir(run_dir).similarity_cache
+    row["report"] = measured(lambda: quiet(cli, ["report", str(run_dir)]),
+                             before=lambda: cache.unlink(missing_ok=True))   # every pair computed
     row["report again"] = measured(lambda: quiet(cli, ["report", str(run_dir)]))
     row["status"] = measured(lambda: quiet(cli, ["status", str(run_dir)]))
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -165,7 +168,9 @@ def searcher_over_cells(work: Path, cells: int) -> tuple:
     from smctune.sweep.plan import plan_trials
 
     sweep, _ = sweep_of(work, 1)
-    templates = [s for s in plan_trials(sweep, load_search_space("csqa")) if s.sparsity and not s.levels]
+    # one trial of each one-level method (the plan has one per level)
+    templates = list({s.method: s for s in plan_trials(sweep, load_search_space("csqa"))
+                      if s.sparsity and not s.levels}.values())
     per_method = math.ceil(cells / len(templates))   # distinct levels at the 4 decimals trial ids keep
     specs = [dataclasses.replace(templates[i % len(templates)],
                                  sparsity=round(0.05 + 0.9 * (i // len(templates)) / per_method, 4))
@@ -187,16 +192,22 @@ def quiet(cli, argv: list) -> None:
 
 # ------------------------------------------------------------------------------------ measuring
 
-def measured(step) -> tuple:
-    """(seconds, peak RSS growth in MB) of ``step()``."""
-    gc.collect()
-    before = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")   # the peak (VmHWM) starts again from the current RSS
-    began = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - began
-    return seconds, max(0.0, (_status_kb("VmHWM") - before) / 1024)
+def measured(step, before=None, repeats: int = 3) -> tuple:
+    """Medians over ``repeats`` runs of ``step()`` (``before()`` ahead of each, untimed): (seconds,
+    peak RSS growth in MB)."""
+    runs = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        gc.collect()
+        start_kb = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")   # the peak (VmHWM) starts again from the current RSS
+        began = time.perf_counter()
+        step()
+        seconds = time.perf_counter() - began
+        runs.append((seconds, max(0.0, (_status_kb("VmHWM") - start_kb) / 1024)))
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def _status_kb(field: str) -> int:

@@ -114,7 +114,7 @@ def _load_trial(path: Path) -> TrialResult:
         return UserError(f"malformed trial result {path}: {why}")
 
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())   # bytes: json decodes UTF-8 faster than a text file does
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise bad(_one_line(err)) from None
     if not isinstance(data, dict):

@@ -48,7 +48,7 @@ PathLike = Union[str, os.PathLike]
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())   # bytes: json decodes UTF-8 faster than a text file does
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

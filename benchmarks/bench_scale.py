@@ -141,6 +141,7 @@ def mask_shapes(weights: int) -> dict:
 def drain(specs, slots: int = 64) -> None:
     from smctune.catalog import registry
     from smctune.config.search_decl import parse_search
+    from smctune.gc_pause import long_lived
     from smctune.sweep.cell_search import FINISHED, CellSearchCore
 
     tunables = {name: spec.tunables for name, spec in registry.METHODS.items()}
@@ -148,16 +149,22 @@ def drain(specs, slots: int = 64) -> None:
         searcher = CellSearchCore([s.to_dict() for s in specs],
                                   parse_search({"trials_per_cell": 1, "methods": {}}, tunables, "bench"),
                                   storage_dir=storage)
-        running, issued = [], 0
-        while True:
-            config = searcher.suggest(f"t{issued}")
-            if config == FINISHED:
-                return
-            if config is None or len(running) == slots:
-                searcher.on_trial_complete(running.pop(0), {"best": 0.5, "level_done": True, "time_total_s": 1.0})
-            if config is not None:
-                running.append(f"t{issued}")
-                issued += 1
+        with long_lived():   # as StageRunner.run holds a stage's Tuner
+            serve(searcher, slots, FINISHED)
+
+
+def serve(searcher, slots: int, finished) -> None:
+    """Hand out every trial to ``slots`` slots, completing the oldest when all are busy."""
+    running, issued = [], 0
+    while True:
+        config = searcher.suggest(f"t{issued}")
+        if config == finished:
+            return
+        if config is None or len(running) == slots:
+            searcher.on_trial_complete(running.pop(0), {"best": 0.5, "level_done": True, "time_total_s": 1.0})
+        if config is not None:
+            running.append(f"t{issued}")
+            issued += 1
 
 
 def searcher_over_cells(work: Path, cells: int) -> tuple:

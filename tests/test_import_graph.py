@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "smctune"
 # A package may import the packages listed for it (and itself); the design card's direction:
 # cli -> sweep/report -> train/tracking/rundir -> config/catalog/pruning.
 LAYERS = {
-    "errors": set(), "units": set(),
+    "errors": set(), "units": set(), "gc_pause": set(),
     "pruning": set(),
     "catalog": {"pruning"},
     "config": {"catalog"},
@@ -24,7 +24,7 @@ LAYERS = {
     "sweep": {"config", "catalog", "pruning", "rundir", "train", "tracking", "report"},
     "cli": {"config", "catalog", "rundir", "sweep", "report", "tracking", "train"},
 }
-SHARED = {"errors", "units"}   # small leaf modules every layer may use
+SHARED = {"errors", "units", "gc_pause"}   # small leaf modules every layer may use
 
 
 def module_name(path: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Union
 from smctune.config.recorded import read_sweep_spec
 from smctune.config.specs import SweepSpec, row_label
 from smctune.errors import UserError
+from smctune.gc_pause import paused
 from smctune.rundir.layout import RunDir
 from smctune.rundir.records import FINISHED_STATUSES, STATUS_FAILED, STATUS_KILLED
 from smctune.tracking.source import relocated
@@ -86,7 +87,7 @@ def load_run(run_dir: Union[str, Path], trial_ids: Optional[Iterable[str]] = Non
             entry.name for entry in os.scandir(layout.results_dir) if entry.name.endswith(".json"))]
     else:
         paths = []
-    if paths:
+    with paused():   # thousands of parsed records pile up: see smctune.gc_pause
         for path in paths:
             trial = _load_trial(path)
             if trial.task != spec.task:

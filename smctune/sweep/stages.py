@@ -12,6 +12,7 @@ from pathlib import Path
 
 from smctune.catalog import registry
 from smctune.config.specs import TrialSpec
+from smctune.gc_pause import long_lived
 from smctune.rundir.layout import RunDir
 from smctune.rundir.records import FinishedTrials
 from smctune.sweep.cell_keys import trial_id_of
@@ -80,6 +81,8 @@ class StageRunner:
                 failure_config=tune.FailureConfig(max_failures=self.sweep.max_failures),
             ),
         )
-        with pending_trials(self.pending_limit):
+        # the plan, the searcher's cells and the records read so far live for the whole stage:
+        # kept out of the collector's walks (smctune.gc_pause)
+        with pending_trials(self.pending_limit), long_lived():
             tuner.fit()
         self.listeners.check()   # a write that failed at Tune's last event, after its last step

@@ -27,7 +27,8 @@ the experiment-state snapshots Tune writes (its DEBUG log line per snapshot), wi
 checkpoint pruner (``smctune.sweep.checkpoints``).
 
 Run: ``python benchmarks/bench_scale.py [--trials 1000,5000,20000] [--cells 1000,5000,10000]
-[--mask-weights 262144] [--tune-trials 300]``; about 15 minutes and 3 GB of disk with the defaults.
+[--mask-weights 262144] [--tune-trials 300]``; about 5 minutes and 1 GB of temporary disk with
+the defaults.
 """
 from __future__ import annotations
 

@@ -115,6 +115,16 @@ def test_bad_input_and_bad_files_are_user_errors(tmp_path):
     np.savez_compressed(other, meta=np.array(json.dumps({"format": "something else"})))
     with pytest.raises(UserError, match="not a smctune mask file"):
         load_mask(other)
+    # a file whose bytes or offsets do not fit its shapes is refused, not sliced short
+    good = save_mask(tmp_path, "good", 0.5, {"a": np.ones((3, 5), bool), "b": np.zeros(9, bool)})
+    with np.load(good) as data:
+        meta, bits = json.loads(str(data["meta"][()])), data["bits"]
+    for name, bad_meta, bad_bits in [("short", meta, bits[:-1]),
+                                     ("shifted", {**meta, "offsets": [0, 1]}, bits)]:
+        path = tmp_path / f"{name}@0.5000.npz"
+        np.savez_compressed(path, bits=bad_bits, meta=np.array(json.dumps(bad_meta)))
+        with pytest.raises(UserError, match="not a smctune mask file"):
+            load_mask(path)
 
 
 # --------------------------------------------------------------------------------------------------

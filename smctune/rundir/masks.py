@@ -46,18 +46,16 @@ def save_mask(masks_dir: PathLike, trial_id: str, level: float, named_masks: Map
     packed = PackedMask.of(named_masks)
     total = sum(math.prod(shape) for shape in packed.shapes.values())
     kept = packed.kept()
-    sizes = [bits.size for bits in packed.bits.values()]
-    flat = packed.flat
     # one entry for all tensors: a reader opens two zip members per file, not one per tensor (a
     # report of a 20k-trial RoBERTa sweep reads tens of thousands of files of ~150 tensors each)
     meta = {"format": FORMAT, "trial_id": trial_id, "level": float(level),
             "sparsity": (total - kept) / total if total else 0.0,
             "names": list(packed.shapes), "shapes": [list(shape) for shape in packed.shapes.values()],
-            "offsets": [sum(sizes[:i]) for i in range(len(sizes))]}
+            "offsets": [start for start, _ in _byte_ranges(packed.shapes.values())]}
     path = mask_path(masks_dir, trial_id, level)
     with atomic_path(path) as staging, open(staging, "wb") as handle:
         # a file object: numpy appends no ".npz" to it
-        np.savez_compressed(handle, **{_BITS: flat, _META: np.array(json.dumps(meta))})
+        np.savez_compressed(handle, **{_BITS: packed.flat, _META: np.array(json.dumps(meta))})
     return path
 
 
@@ -93,9 +91,17 @@ class PackedMask:
     @classmethod
     def joined(cls, shapes: Mapping[str, tuple], pieces: list) -> "PackedMask":
         """From each tensor's packed bytes, in the order of ``shapes``, copied into one array."""
-        flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
-        offsets = np.cumsum([0] + [piece.size for piece in pieces])
-        return cls(shapes, {name: flat[offsets[i]:offsets[i + 1]] for i, name in enumerate(shapes)}, flat)
+        return cls.from_flat(shapes, np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8))
+
+    @classmethod
+    def from_flat(cls, shapes: Mapping[str, tuple], flat: np.ndarray) -> "PackedMask":
+        """From every tensor's packed bytes one after the other, in the order of ``shapes``; a
+        ``ValueError`` when the bytes do not fit the shapes."""
+        ranges = _byte_ranges(shapes.values())
+        expected = ranges[-1][1] if ranges else 0
+        if flat.size != expected:
+            raise ValueError(f"{flat.size} bytes for shapes that pack into {expected}")
+        return cls(shapes, {name: flat[start:end] for name, (start, end) in zip(shapes, ranges)}, flat)
 
     @property
     def layout(self) -> tuple:
@@ -118,24 +124,21 @@ def load_packed(path: PathLike) -> PackedMask:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data[_META][()]))
-            names, shapes = meta["names"], [tuple(int(n) for n in shape) for shape in meta["shapes"]]
-            sizes = [(math.prod(shape) + 7) // 8 for shape in shapes]
+            shapes = dict(zip(meta["names"], (tuple(int(n) for n in shape) for shape in meta["shapes"])))
+            if len(shapes) != len(meta["names"]) or len(shapes) != len(meta["shapes"]):
+                raise ValueError("names and shapes do not pair up")
+            ranges = _byte_ranges(shapes.values())
             if meta.get("format") == FORMAT:
-                flat = np.asarray(data[_BITS], dtype=np.uint8)
-                offsets = [int(offset) for offset in meta["offsets"]]
-                if len(offsets) != len(names) or flat.size != sum(sizes) or any(
-                        offset != sum(sizes[:i]) for i, offset in enumerate(offsets)):
-                    raise ValueError(f"{flat.size} bytes at offsets {offsets[:4]}... do not fit the shapes")
-                bits = {name: flat[offset:offset + size] for name, offset, size in zip(names, offsets, sizes)}
-            elif meta.get("format") == FORMAT_V1:
-                bits = {name: np.asarray(data[f"bits{i}"], dtype=np.uint8) for i, name in enumerate(names)}
-                flat = None
-            else:
+                if [int(offset) for offset in meta["offsets"]] != [start for start, _ in ranges]:
+                    raise ValueError("byte offsets do not fit the shapes")
+                return PackedMask.from_flat(shapes, np.asarray(data[_BITS], dtype=np.uint8))
+            if meta.get("format") != FORMAT_V1:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-            for name, shape, size in zip(names, shapes, sizes):
-                if bits[name].size != size:
+            bits = {name: np.asarray(data[f"bits{i}"], dtype=np.uint8) for i, name in enumerate(shapes)}
+            for (name, shape), (start, end) in zip(shapes.items(), ranges):
+                if bits[name].size != end - start:
                     raise ValueError(f"{name}: {bits[name].size} bytes for shape {list(shape)}")
-            return PackedMask(dict(zip(names, shapes)), bits, flat)
+            return PackedMask(shapes, bits)
     except FileNotFoundError:
         raise UserError(f"mask file not found: {path}") from None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
@@ -159,6 +162,17 @@ def mask_files(run_dir: PathLike) -> dict[tuple[str, float], Path]:
         if separator and trial_id:
             found[(trial_id, value)] = directory / name
     return found
+
+
+def _byte_ranges(shapes) -> list[tuple[int, int]]:
+    """(start, end) of each tensor's bytes in the joined array: ``np.packbits`` pads every tensor to a
+    whole byte, so a reader finds each tensor from the shapes alone and can check the saved offsets."""
+    ranges, start = [], 0
+    for shape in shapes:
+        end = start + (math.prod(shape) + 7) // 8
+        ranges.append((start, end))
+        start = end
+    return ranges
 
 
 def _as_bool_array(name: str, mask: Any) -> np.ndarray:

@@ -84,6 +84,7 @@ def test_report_rebuilt_from_mlflow_alone(swept, tmp_path):
     done = smctune("report", "--mlflow-uri", f"sqlite:///{run / 'mlflow.db'}", "--experiment", "smctune/e2e",
                    "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Downloading artifacts" not in done.stderr   # no bar per record: our output stays readable
     original = json.loads((run / "results.json").read_text())
     rebuilt = json.loads((out / "results.json").read_text())
     assert rebuilt["methods"].keys() == original["methods"].keys()
@@ -95,6 +96,29 @@ def test_report_rebuilt_from_mlflow_alone(swept, tmp_path):
     assert all(p["jaccard"] is None for p in rebuilt["similarity"])
     assert any(p["layer_correlation"] is not None for p in rebuilt["similarity"])
     assert "Mask Jaccard is not available" in (out / "report.md").read_text()
+
+
+def test_a_trial_id_tag_that_is_a_path_writes_nothing_outside(swept, tmp_path):
+    """An MLflow store may be shared and written by others: a trial's ``trial_id`` tag names a file
+    of the rebuilt run directory, so one that climbs out of it is refused before anything is written."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    run, _ = swept
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    shutil.copy(run / "mlflow.db", store)
+    client = MlflowClient(f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("smctune/e2e").experiment_id])
+    child = next(r for r in runs if r.data.tags.get("trial_id"))
+    client.set_tag(child.info.run_id, "trial_id", "../../escaped")
+    out = tmp_path / "a" / "b"
+    done = smctune("report", "--mlflow-uri", f"sqlite:///{store}", "--experiment", "smctune/e2e",
+                   "--out", str(out))
+    assert done.returncode == 2 and "not a trial id: '../../escaped'" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("escaped*"))
 
 
 def test_report_options_and_bad_input(swept, tmp_path):

@@ -77,9 +77,8 @@ def load_run(run_dir: Union[str, Path], trial_ids: Optional[Iterable[str]] = Non
         raise UserError(f"not a smctune run directory: {layout.root} (no {sweep_file.name})")
     spec = relocated(read_sweep_spec(sweep_file), layout.root)   # it may have been moved or copied
     trials = []
-    if trial_ids is not None:   # ids may come from records' contents: never a path out of results/
-        paths = [layout.record_file(trial_id) for trial_id in sorted(set(trial_ids))
-                 if trial_id and "/" not in trial_id and "\\" not in trial_id and not trial_id.startswith(".")]
+    if trial_ids is not None:
+        paths = [layout.record_file(trial_id) for trial_id in sorted(set(trial_ids))]
         paths = [path for path in paths if path.is_file()]
     elif layout.results_dir.is_dir():
         # names sorted as strings: sorting Path objects cost more than reading at 20k records

@@ -70,7 +70,7 @@ class RunDir:
         return self.root / "results"
 
     def record_file(self, trial_id: str) -> Path:
-        return self.results_dir / f"{trial_id}.json"
+        return self.results_dir / f"{plain_trial_id(trial_id)}.json"
 
     @property
     def live_dir(self) -> Path:
@@ -78,7 +78,7 @@ class RunDir:
         return self.root / "live"
 
     def live_file(self, trial_id: str) -> Path:
-        return self.live_dir / f"{trial_id}.json"
+        return self.live_dir / f"{plain_trial_id(trial_id)}.json"
 
     @property
     def heartbeat_file(self) -> Path:
@@ -132,6 +132,16 @@ class RunDir:
     @property
     def dense_cache_dir(self) -> Path:
         return self.root.parent / DENSE_CACHE_DIRNAME
+
+
+def plain_trial_id(trial_id: str) -> str:
+    """``trial_id`` when it can name a file in its directory and nothing else. Ids reach file names
+    from records, Tune configs and MLflow tags, all on shared storage; one holding a separator or
+    starting with a dot would address a file outside the run directory, so it is refused."""
+    if not trial_id or trial_id.startswith(".") or any(c in trial_id for c in "/\\\0"):
+        raise UserError(f"not a trial id: {trial_id!r} (a trial id names a file: no '/', '\\', "
+                        "NUL or leading '.')")
+    return trial_id
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from smctune.errors import UserError
-from smctune.rundir.layout import RunDir, atomic_path
+from smctune.rundir.layout import RunDir, atomic_path, plain_trial_id
 
 FORMAT = "smctune.masks/2"   # every tensor's bits in one entry (``_BITS``), byte offsets in the meta
 FORMAT_V1 = "smctune.masks/1"   # one entry per tensor (``bits<i>``): still read
@@ -35,7 +35,7 @@ PathLike = Union[str, os.PathLike]
 
 def mask_path(masks_dir: PathLike, trial_id: str, level: float) -> Path:
     """The file of ``trial_id`` at ``level``; four decimals, as in trial ids and grid matching."""
-    return Path(masks_dir) / f"{trial_id}{_SEPARATOR}{level:.4f}{_SUFFIX}"
+    return Path(masks_dir) / f"{plain_trial_id(trial_id)}{_SEPARATOR}{level:.4f}{_SUFFIX}"
 
 
 def save_mask(masks_dir: PathLike, trial_id: str, level: float, named_masks: Mapping[str, Any]) -> Path:

@@ -9,6 +9,7 @@ way; per-layer profiles and their correlations come from the records and are pre
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def relocated(spec, run_dir: Path):
 
 def fetch_run(tracking_uri: str, experiment: str, out: Path) -> Path:
     check_source(tracking_uri)
+    # MLflow draws two progress bars per downloaded artifact on stderr: thousands of lines for a
+    # sweep's records, burying the report's own output (a user's setting wins)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

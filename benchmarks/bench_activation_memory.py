@@ -19,6 +19,8 @@ import json
 import subprocess
 import sys
 
+from peak_rss import memory_bytes, reset_peak  # beside this script (sys.path[0])
+
 STEPS = 3
 FOLDED = {"mawps", "asdiv-a", "svamp"}   # cross-validated tasks: fold 0
 
@@ -48,23 +50,14 @@ def measure(task: str, preset: str) -> dict:
         loss.backward()
         optimizer.step()
 
-    before = _rss_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")   # reset VmHWM (the peak) to the current RSS
+    before = memory_bytes("VmRSS")
+    reset_peak()
     for _ in range(STEPS):
         step()
     parameters = sum(p.numel() for p in model.parameters())
-    growth_mb = (_rss_kb("VmHWM") - before) / 1024 - parameters * 12 / 2**20
+    growth_mb = (memory_bytes("VmHWM") - before) / 2**20 - parameters * 12 / 2**20
     return {"task": task, "preset": preset, "parameters": parameters, "batch_size": train.batch_size,
             "activation_mb": growth_mb / train.batch_size}
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def main() -> None:

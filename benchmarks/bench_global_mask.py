@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peak_rss import memory_bytes, reset_peak  # beside this script (sys.path[0])
+
 SPARSITY = 0.5
 STD = 0.02
 SEED = 0
@@ -99,22 +101,6 @@ def num_params(model) -> int:
 
 
 # ------------------------------------------------------------------------------ memory
-def _status() -> dict:
-    with open("/proc/self/status") as f:
-        return {k: v.strip() for k, v in (line.split(":", 1) for line in f)}
-
-
-def _kb(field: str) -> int:
-    return int(_status()[field].split()[0]) * 1024
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")   # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
 
 
 def mem_available() -> int:
@@ -167,14 +153,14 @@ def phase_prepare(args) -> dict:
 def phase_read(args) -> dict:
     model = build(args.scale, args.fixup)
     weights = [m.weight for m, _ in model.targets()]
-    base = _kb("VmRSS")
+    base = memory_bytes("VmRSS")
     reset_peak()
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         total = sum(float(torch.linalg.vector_norm(w, 1)) for w in weights)
         times.append(time.perf_counter() - t0)
-    return {"time": statistics.median(times), "times": times, "extra": _kb("VmHWM") - base,
+    return {"time": statistics.median(times), "times": times, "extra": memory_bytes("VmHWM") - base,
             "sum_abs": total}
 
 
@@ -183,7 +169,7 @@ def phase_smctune(args) -> dict:
 
     model = build(args.scale, args.fixup)
     names = [n for n, p in model.named_parameters()]
-    base = _kb("VmRSS")
+    base = memory_bytes("VmRSS")
     reset_peak()
     times, mask = [], None
     for _ in range(args.repeats):
@@ -191,7 +177,7 @@ def phase_smctune(args) -> dict:
         t0 = time.perf_counter()
         mask = compute_mask(model, "magnitude", SPARSITY)
         times.append(time.perf_counter() - t0)
-    extra = _kb("VmHWM") - base
+    extra = memory_bytes("VmHWM") - base
     pruned, total = mask.counts()
     write_bits(Path(args.out), [mask[n] for n in names])
     return {"time": statistics.median(times), "times": times, "extra": extra,
@@ -202,13 +188,13 @@ def phase_torch(args) -> dict:
     from torch.nn.utils import prune as torch_prune
 
     model = build(args.scale, args.fixup)
-    base = _kb("VmRSS")
+    base = memory_bytes("VmRSS")
     reset_peak()
     t0 = time.perf_counter()
     torch_prune.global_unstructured(model.targets(), pruning_method=torch_prune.L1Unstructured,
                                     amount=SPARSITY)
     elapsed = time.perf_counter() - t0
-    extra = _kb("VmHWM") - base
+    extra = memory_bytes("VmHWM") - base
     masks = [m.weight_mask.bool() for m, _ in model.targets()]
     pruned = sum(int((~m).sum()) for m in masks)
     write_bits(Path(args.out), masks)
@@ -221,13 +207,13 @@ def phase_kthvalue(args) -> dict:
 
     model = build(args.scale, args.fixup)
     weights = [m.weight for m, _ in model.targets()]
-    base = _kb("VmRSS")
+    base = memory_bytes("VmRSS")
     reset_peak()
     t0 = time.perf_counter()
     flat = torch.cat([w.reshape(-1).abs() for w in weights])
     value = torch.kthvalue(flat, num_pruned(flat.numel(), SPARSITY)).values
     elapsed = time.perf_counter() - t0
-    return {"time": elapsed, "times": [elapsed], "extra": _kb("VmHWM") - base,
+    return {"time": elapsed, "times": [elapsed], "extra": memory_bytes("VmHWM") - base,
             "threshold": float(value)}
 
 

@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peak_rss import memory_bytes, reset_peak  # beside this script (sys.path[0])
+
 GRID = tuple(round(1 - 0.8 ** k, 4) for k in range(1, 11))
 TENSORS = 8
 
@@ -208,22 +210,13 @@ def measured(step, before=None, repeats: int = 3) -> tuple:
         if before is not None:
             before()
         gc.collect()
-        start_kb = _status_kb("VmRSS")
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")   # the peak (VmHWM) starts again from the current RSS
+        start = memory_bytes("VmRSS")
+        reset_peak()
         began = time.perf_counter()
         step()
         seconds = time.perf_counter() - began
-        runs.append((seconds, max(0.0, (_status_kb("VmHWM") - start_kb) / 1024)))
+        runs.append((seconds, max(0.0, (memory_bytes("VmHWM") - start) / 2**20)))
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def exponent(points: dict) -> float:

@@ -48,7 +48,7 @@ def checkpoint_pruner():
         def _remove(self, checkpoint) -> None:
             # disk space only: a checkpoint that cannot be removed (already gone, a read-only
             # mount) must not fail the trial or the sweep
-            with contextlib.suppress(OSError, FileNotFoundError):
+            with contextlib.suppress(OSError):   # FileNotFoundError included
                 checkpoint.filesystem.delete_dir(checkpoint.path)
                 self.removed += 1
 

@@ -31,9 +31,9 @@ import numpy as np
 from smctune.errors import UserError
 from smctune.report.cell_stats import match_grid, planned_rows
 from smctune.report.load import DENSE, RunResults, trials_of
+from smctune.report.similarity_cache import JaccardCache
 from smctune.rundir.masks import PackedMask, load_packed, mask_files
 from smctune.rundir.records import FINISHED_STATUSES
-from smctune.report.similarity_cache import JaccardCache
 
 EMBEDDING_MARK = "embed"   # case-insensitive part of an embedding matrix's name
 EMPTIED = 0.99             # an embedding matrix this sparse has lost (almost) every token row

@@ -72,7 +72,7 @@ def relocated(spec, run_dir: Path):
 
 def fetch_run(tracking_uri: str, experiment: str, out: Path) -> Path:
     check_source(tracking_uri)
-    # MLflow draws two progress bars per downloaded artifact on stderr: thousands of lines for a
+    # MLflow draws a progress bar per downloaded artifact on stderr (two lines each): thousands for a
     # sweep's records, burying the report's own output (a user's setting wins)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException

@@ -102,7 +102,7 @@ def measure_size(work: Path, size: int, mask_weights: int) -> dict:
     SimulatedStageRunner(run_dir, sweep, mask_shapes=mask_shapes(mask_weights)).run("build", specs, specs)
     built = time.perf_counter() - began
     row = {"_trials": len(specs), "_build_s": built,
-           "_masks": sum(1 for _ in (run_dir / "masks").glob("*.npz"))}
+           "_masks": sum(1 for _ in (run_dir / "masks").glob("*.mask"))}
     argv = ["--methods", "all", "--sparsities", ",".join(map(str, GRID)), "--seeds", str(seeds)]
     row["plan"] = measured(lambda: quiet(cli, ["plan", "csqa", *argv]))
     row["searcher"] = measured(lambda: drain(specs))

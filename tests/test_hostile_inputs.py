@@ -564,7 +564,7 @@ def test_one_garbage_mask_file_does_not_block_the_report(world, capsys):
     pairs = pair_similarities(load_run(run))
     assert [p.jaccard for p in pairs] == [1.0]           # from seed 0's masks
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gmp-s0.3000-seed1@0.3000.npz" in err
+    assert err.count("\n") == 1 and "gmp-s0.3000-seed1@0.3000.mask" in err
 
 
 def test_the_same_sweep_again_continues_and_a_moved_one_too(world):

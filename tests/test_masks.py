@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -10,12 +11,14 @@ import pytest
 from smctune.catalog import registry
 from smctune.config.specs import SweepSpec, TrialSpec
 from smctune.errors import UserError
-from smctune.rundir.masks import load_mask, mask_files, mask_path, save_mask
+from smctune.rundir import masks as mask_io
+from smctune.rundir.masks import load_mask, mask_files, mask_path, read_header, save_mask
 
 
-def _meta(path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["meta"][()]))
+def _write(path, header: dict, bits: bytes, compress=True) -> None:
+    """A file in the current format with any header and payload (to build damaged ones)."""
+    raw = json.dumps(header).encode()
+    path.write_bytes(mask_io.MAGIC + len(raw).to_bytes(4, "little") + raw + (zlib.compress(bits) if compress else bits))
 
 
 def _odd_masks() -> dict:
@@ -29,7 +32,7 @@ def _odd_masks() -> dict:
 def test_round_trip_is_exact_for_odd_shapes_and_uniform_masks(tmp_path):
     masks = _odd_masks()
     path = save_mask(tmp_path, "omp_after-s0.3600-seed0", 0.36, masks)
-    assert path == tmp_path / "omp_after-s0.3600-seed0@0.3600.npz"
+    assert path == tmp_path / "omp_after-s0.3600-seed0@0.3600.mask"
     loaded = load_mask(path)
     assert list(loaded) == list(masks)  # order kept
     for name, mask in masks.items():
@@ -37,19 +40,22 @@ def test_round_trip_is_exact_for_odd_shapes_and_uniform_masks(tmp_path):
         assert np.array_equal(loaded[name], mask), name
 
 
-def test_masks_are_bit_packed_and_the_metadata_says_what_the_file_is(tmp_path):
+def test_masks_are_bit_packed_and_the_header_says_what_the_file_is(tmp_path):
     masks = _odd_masks()
     path = save_mask(tmp_path, "gmp-s0.4880-seed1", 0.488, masks)
-    meta = _meta(path)
-    with np.load(path, allow_pickle=False) as data:
-        assert sorted(data.files) == ["bits", "meta"] and data["bits"].dtype == np.uint8
-        ends = meta["offsets"][1:] + [data["bits"].size]
+    data = path.read_bytes()
+    assert data.startswith(b"smctune-mask\n")
+    header_end = len(mask_io.MAGIC) + 4 + int.from_bytes(data[len(mask_io.MAGIC):len(mask_io.MAGIC) + 4], "little")
+    meta = json.loads(data[len(mask_io.MAGIC) + 4:header_end])
+    assert meta == read_header(path) and meta["format"] == "smctune.masks/3"
+    bits = zlib.decompress(data[header_end:])   # one zlib stream of every tensor's packed bits
+    ends = meta["offsets"][1:] + [len(bits)]
     sizes = [end - start for start, end in zip(meta["offsets"], ends)]
     assert sizes == [math.ceil(mask.size / 8) for mask in masks.values()]  # 105 bits -> 14 bytes, ...
     assert sizes[:2] == [14, 2] and meta["offsets"][0] == 0
+    assert bits[:14] == np.packbits(masks["enc.w"].ravel()).tobytes()
     total = sum(mask.size for mask in masks.values())
     kept = sum(int(mask.sum()) for mask in masks.values())
-    meta = _meta(path)
     assert meta["trial_id"] == "gmp-s0.4880-seed1" and meta["level"] == 0.488
     assert meta["sparsity"] == (total - kept) / total
     assert meta["names"] == list(masks) and meta["shapes"][0] == [3, 5, 7]
@@ -77,11 +83,10 @@ def test_a_retried_trial_overwrites_its_file_and_a_failed_write_leaves_the_old_o
     assert save_mask(tmp_path, "snip-s0.2000-seed0", 0.2, second) == path
     assert np.array_equal(load_mask(path)["w"], second["w"])
 
-    def crash(handle, **entries):
-        handle.write(b"half a zip")
-        raise KeyboardInterrupt
+    def crash(data, level=-1):
+        raise KeyboardInterrupt   # after the header is written: half a file in the staging path
 
-    monkeypatch.setattr(np, "savez_compressed", crash)
+    monkeypatch.setattr(mask_io.zlib, "compress", crash)
     with pytest.raises(KeyboardInterrupt):
         save_mask(tmp_path, "snip-s0.2000-seed0", 0.2, first)
     assert np.array_equal(load_mask(path)["w"], second["w"])
@@ -96,35 +101,47 @@ def test_mask_files_keys_by_trial_and_rounded_level(tmp_path):
     for (trial_id, _), level in wanted.items():
         save_mask(masks_dir, trial_id, level, {"w": np.ones(3, dtype=bool)})
     (masks_dir / "notes.txt").write_text("x")
-    (masks_dir / "no-level.npz").write_bytes(b"")
+    (masks_dir / "no-level.mask").write_bytes(b"")
     (masks_dir / "x@level.npz").write_bytes(b"")
+    # a run written by an earlier version: its .npz files are found, unless a level has a new file too
+    (masks_dir / "old-s0.2000-seed0@0.2000.npz").write_bytes(b"")
+    (masks_dir / "lth-to0.4880-seed0@0.2000.npz").write_bytes(b"")
     found = mask_files(tmp_path)
-    assert found == {key: mask_path(masks_dir, key[0], level) for key, level in wanted.items()}
+    assert found == {**{key: mask_path(masks_dir, key[0], level) for key, level in wanted.items()},
+                     ("old-s0.2000-seed0", 0.2): masks_dir / "old-s0.2000-seed0@0.2000.npz"}
 
 
 def test_bad_input_and_bad_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="'w' must be boolean"):
         save_mask(tmp_path, "t", 0.5, {"w": np.ones(3)})
     with pytest.raises(UserError, match="not found"):
-        load_mask(tmp_path / "missing@0.5000.npz")
-    bad = tmp_path / "bad@0.5000.npz"
-    bad.write_text("not a zip")
-    with pytest.raises(UserError, match="not a smctune mask file"):
-        load_mask(bad)
-    other = tmp_path / "other@0.5000.npz"
-    np.savez_compressed(other, meta=np.array(json.dumps({"format": "something else"})))
-    with pytest.raises(UserError, match="not a smctune mask file"):
-        load_mask(other)
-    # a file whose bytes or offsets do not fit its shapes is refused, not sliced short
+        load_mask(tmp_path / "missing@0.5000.mask")
     good = save_mask(tmp_path, "good", 0.5, {"a": np.ones((3, 5), bool), "b": np.zeros(9, bool)})
-    with np.load(good) as data:
-        meta, bits = json.loads(str(data["meta"][()])), data["bits"]
-    for name, bad_meta, bad_bits in [("short", meta, bits[:-1]),
-                                     ("shifted", {**meta, "offsets": [0, 1]}, bits)]:
-        path = tmp_path / f"{name}@0.5000.npz"
-        np.savez_compressed(path, bits=bad_bits, meta=np.array(json.dumps(bad_meta)))
-        with pytest.raises(UserError, match="not a smctune mask file"):
+    header = read_header(good)
+    bits = np.packbits(np.ones(15, bool)).tobytes() + np.packbits(np.zeros(9, bool)).tobytes()
+    damaged = {
+        "garbage": lambda p: p.write_bytes(b"not a mask"),
+        "a zip": lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 40),
+        "truncated header": lambda p: p.write_bytes(good.read_bytes()[:30]),
+        "other format": lambda p: _write(p, {**header, "format": "something else"}, bits),
+        "not json": lambda p: p.write_bytes(mask_io.MAGIC + (3).to_bytes(4, "little") + b"{x}"),
+        "negative shape": lambda p: _write(p, {**header, "shapes": [[3, -5], [9]]}, bits),
+        "names and shapes": lambda p: _write(p, {**header, "names": ["a"]}, bits),
+        # bytes or offsets that do not fit the shapes are refused, not sliced short
+        "short": lambda p: _write(p, header, bits[:-1]),
+        "long": lambda p: _write(p, header, bits + b"\x00"),
+        "shifted": lambda p: _write(p, {**header, "offsets": [0, 1]}, bits),
+        "trailing bytes": lambda p: p.write_bytes(good.read_bytes() + b"x"),
+        "not zlib": lambda p: _write(p, header, bits, compress=False),
+        # a stream that would inflate to 64 MB is stopped one byte past what the shapes need
+        "inflation bomb": lambda p: _write(p, header, bytes(64 << 20)),
+    }
+    for name, damage in damaged.items():
+        path = tmp_path / f"{name.replace(' ', '_')}@0.5000.mask"
+        damage(path)
+        with pytest.raises(UserError, match="not a smctune mask file") as caught:
             load_mask(path)
+        assert "\n" not in str(caught.value) and str(path) in str(caught.value), name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,7 +186,7 @@ def test_a_trial_saves_the_mask_its_record_describes(space, tmp_path):
     total = sum(mask.size for mask in saved.values())
     pruned = total - sum(int(mask.sum()) for mask in saved.values())
     assert pruned == num_pruned(total, 0.36)  # exactly the target, by the one rounding rule
-    assert _meta(files[(spec.trial_id, 0.36)])["sparsity"] == last["sparsity"] == pruned / total
+    assert read_header(files[(spec.trial_id, 0.36)])["sparsity"] == last["sparsity"] == pruned / total
 
 
 def test_an_imp_trial_saves_one_file_per_round(space, tmp_path):

@@ -172,7 +172,7 @@ def _bool_masks(rng, shapes, density):
 
 def test_packed_jaccard_equals_the_bool_definition():
     from smctune.report.similarity import packed_jaccard
-    from smctune.rundir.masks import PackedMask
+    from smctune.rundir.packed_mask import PackedMask
 
     rng = np.random.default_rng(1)
     shapes = {"a": (7, 13), "b": (3,), "c": (64, 9)}      # sizes that are not multiples of 8
@@ -208,7 +208,7 @@ def test_report_reads_each_mask_once_and_a_second_report_computes_no_pair(tmp_pa
     loads = Counter()
     monkeypatch.setattr(similarity, "load_packed", loads.wrap(mask_io.load_packed))
     first = similarity.pair_similarities(load_run(run_dir))
-    masks = len(list((run_dir / "masks").glob("*.npz")))
+    masks = len(list((run_dir / "masks").glob("*.mask")))
     assert masks == 4 * 2 * 3
     assert loads.calls == masks                          # each file once
     assert all(p.n_jaccard == 3 for p in first) and len(first) == 2 * 6
@@ -228,45 +228,51 @@ def test_report_reads_each_mask_once_and_a_second_report_computes_no_pair(tmp_pa
 
 
 @pytest.mark.parametrize("form", ["v2 wrong size", "v2 wrong offsets", "v1 wrong size"])
-def test_a_mask_with_the_wrong_number_of_bytes_is_refused(tmp_path, form):
+def test_an_earlier_format_mask_with_the_wrong_number_of_bytes_is_refused(tmp_path, form):
     from smctune.errors import UserError
     from smctune.rundir import masks as mask_io
+    from smctune.rundir import masks_npz
 
-    path = mask_io.save_mask(tmp_path, "t-s0.5000-seed0", 0.5, {"w": np.ones((4, 4), dtype=bool)})
     meta = {"trial_id": "t", "level": 0.5, "sparsity": 0.0, "names": ["w", "v"], "shapes": [[40, 40], [8]]}
     entries = {
-        "v2 wrong size": dict(bits=np.zeros(2, dtype=np.uint8), format=mask_io.FORMAT, offsets=[0, 200]),
-        "v2 wrong offsets": dict(bits=np.zeros(201, dtype=np.uint8), format=mask_io.FORMAT, offsets=[1, 0]),
+        "v2 wrong size": dict(bits=np.zeros(2, dtype=np.uint8), format=masks_npz.FORMAT_V2, offsets=[0, 200]),
+        "v2 wrong offsets": dict(bits=np.zeros(201, dtype=np.uint8), format=masks_npz.FORMAT_V2, offsets=[1, 0]),
         "v1 wrong size": dict(bits0=np.zeros(2, dtype=np.uint8), bits1=np.zeros(1, dtype=np.uint8),
-                              format=mask_io.FORMAT_V1),
+                              format=masks_npz.FORMAT_V1),
     }[form]
     meta.update(format=entries.pop("format"), offsets=entries.pop("offsets", None))
+    path = tmp_path / "t-s0.5000-seed0@0.5000.npz"
     with open(path, "wb") as handle:
         np.savez(handle, **entries, meta=np.array(json.dumps(meta)))
     with pytest.raises(UserError, match="not a smctune mask file"):
         mask_io.load_packed(path)
 
 
-def test_masks_saved_one_entry_per_tensor_still_load(tmp_path):
-    """Format 1 (before one entry held every tensor's bits) is still read, to the same masks."""
+def test_masks_of_earlier_formats_still_load(tmp_path):
+    """Formats 1 (an npz entry per tensor) and 2 (one npz entry for all) read to the same masks as
+    the current format."""
     from smctune.rundir import masks as mask_io
+    from smctune.rundir import masks_npz
 
     rng = np.random.default_rng(0)
     masks = {"a.weight": rng.random((5, 7)) > 0.5, "b.weight": rng.random(13) > 0.3}
-    meta = {"format": mask_io.FORMAT_V1, "trial_id": "t", "level": 0.5, "sparsity": 0.5,
+    pieces = [np.packbits(m.ravel()) for m in masks.values()]
+    meta = {"trial_id": "t", "level": 0.5, "sparsity": 0.5,
             "names": list(masks), "shapes": [list(m.shape) for m in masks.values()]}
-    old = tmp_path / "old.npz"
-    with open(old, "wb") as handle:
-        np.savez_compressed(handle, bits0=np.packbits(masks["a.weight"].ravel()),
-                            bits1=np.packbits(masks["b.weight"].ravel()), meta=np.array(json.dumps(meta)))
+    v1, v2 = tmp_path / "v1@0.5000.npz", tmp_path / "v2@0.5000.npz"
+    with open(v1, "wb") as handle:
+        np.savez_compressed(handle, bits0=pieces[0], bits1=pieces[1],
+                            meta=np.array(json.dumps({**meta, "format": masks_npz.FORMAT_V1})))
+    with open(v2, "wb") as handle:
+        np.savez_compressed(handle, bits=np.concatenate(pieces), meta=np.array(json.dumps(
+            {**meta, "format": masks_npz.FORMAT_V2, "offsets": [0, pieces[0].size]})))
     new = mask_io.save_mask(tmp_path, "t-s0.5000-seed0", 0.5, masks)
-    for path in (old, new):
+    assert new.suffix == ".mask" and mask_io.read_header(new)["format"] == mask_io.FORMAT
+    for path in (v1, v2, new):
         loaded = mask_io.load_mask(path)
         assert list(loaded) == list(masks)
         for name, mask in masks.items():
             assert loaded[name].shape == mask.shape and (loaded[name] == mask).all()
-    with np.load(new) as data:
-        assert sorted(data.files) == ["bits", "meta"]     # one entry for every tensor
 
 
 def test_trial_spec_is_still_a_plain_frozen_dataclass():

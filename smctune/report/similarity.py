@@ -32,7 +32,8 @@ from smctune.errors import UserError
 from smctune.report.cell_stats import match_grid, planned_rows
 from smctune.report.load import DENSE, RunResults, trials_of
 from smctune.report.similarity_cache import JaccardCache
-from smctune.rundir.masks import PackedMask, load_packed, mask_files
+from smctune.rundir.masks import load_packed, mask_files
+from smctune.rundir.packed_mask import PackedMask
 from smctune.rundir.records import FINISHED_STATUSES
 
 EMBEDDING_MARK = "embed"   # case-insensitive part of an embedding matrix's name

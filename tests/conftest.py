@@ -3,6 +3,7 @@ seconds; sharing it keeps the suite fast)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the empty MLflow store every new sweep copies (smctune/tracking/sqlite_template.py): built once per
+# machine and MLflow version here, not in the home directory of whoever runs the tests
+os.environ.setdefault("SMCTUNE_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"smctune-test-cache-{os.getuid()}"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -27,6 +31,21 @@ def ray_session():
     import ray
 
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """The session's Ray, for a CLI sweep in a subprocess to join (``RAY_ADDRESS``, as on a cluster)
+    instead of starting and stopping a Ray of its own (about 6 CPU-seconds each on 2 cores).
+    test_cli.py's interrupted sweep keeps the standalone start, what a laptop user runs."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def joined(env: dict, ray_address: str) -> dict:
+    """``env`` for a subprocess that joins the session's Ray at ``ray_address``."""
+    return dict(env, RAY_ADDRESS=ray_address)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +78,14 @@ def fails(match: str, call, *args, **kwargs) -> str:
     message = str(caught.value)
     assert "\n" not in message
     return message
+
+
+def pytest_collection_modifyitems(items):
+    """Modules with whole sweeps (the session's Ray) or ``slow`` tests run first. The suite runs on
+    two workers, each taking a whole module at a time (``--dist loadfile``, so a module's fixtures are
+    built once): long modules first leaves short ones to even out the end, instead of one worker
+    finishing a long sweep module alone."""
+    heavy = {item.module.__name__ for item in items
+             if "ray_session" in item.fixturenames or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)   # stable: order kept within each
+

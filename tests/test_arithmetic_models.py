@@ -151,6 +151,7 @@ def test_beam_search_always_returns_a_well_formed_tree(backbone, vocab, split, a
 # --------------------------------------------------------------------------------------------------
 # training
 
+@pytest.mark.slow
 def test_gts_learns_a_small_real_subset(backbone, vocab, split):
     problems = [p for p in split.train if vocab.usable_for_training(p)][:32]
     layers = {"hidden_size": 128, "beam_size": 3}

@@ -149,6 +149,7 @@ def test_object_store_storage_is_refused_with_the_alternative(tmp_path):
                        "object-store URIs are not supported", "NFS")
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_path):
     import signal
 

@@ -57,6 +57,7 @@ def _spec(task: str, method: str, precision: str, cache: str) -> TrialSpec:
 
 
 # every family; the arithmetic models had no mixed precision before (and -1e12 overflowed fp16)
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["csqa", "mawps", "thermo", "mt-2to2"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_every_family_trains_under_mixed_precision_and_pruned_weights_stay_zero(task, precision, single_thread):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import joined
 from smctune.config.specs import SweepSpec
 from smctune.config.search_space import load_search_space
 from smctune.sweep.progress import ProgressPrinter
@@ -133,11 +135,11 @@ def test_every_task_sweeps_on_a_data_dir_in_each_layout(tmp_path, ray_session, t
             assert record["levels"][-1]["achieved_sparsity"] == pytest.approx(0.36, abs=1e-4)   # exact count
 
 
-def test_cli_sweep_thermo_every_paper_method(tmp_path):
+def test_cli_sweep_thermo_every_paper_method(tmp_path, ray_address):
     """The bundled task through the CLI with --methods all (two levels keep it short)."""
     result = subprocess.run([SMCTUNE, "sweep", "thermo", "--methods", "all", "--preset", "smoke",
                              "--sparsities", "0.2,0.36", "--storage", str(tmp_path), "--name", "all", "-q"],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, env=joined(os.environ, ray_address))
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "all" / "results").glob("*.json")]
     one_level = [m for m in PAPER_METHODS if m != "lth"]
@@ -148,11 +150,11 @@ def test_cli_sweep_thermo_every_paper_method(tmp_path):
     assert 0.25 <= dense["levels"][0]["best"] < 0.9   # four balanced classes: no single-class subset
 
 
-def test_cli_module_sensitivity_prints_one_row_per_group(tmp_path):
+def test_cli_module_sensitivity_prints_one_row_per_group(tmp_path, ray_address):
     result = subprocess.run([SMCTUNE, "sweep", "thermo-hotcold", "--methods", "dense,omp_after", "--preset",
                              "smoke", "--sparsities", "0.05", "--prune-only", "q,k,v,o,ffn",
                              "--storage", str(tmp_path), "--name", "sens"],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=joined(os.environ, ray_address))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "module sensitivity" in result.stdout
     rows = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("omp_after[")]

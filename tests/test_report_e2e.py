@@ -13,21 +13,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from browser import find_chromium, render_images  # noqa: E402
+from conftest import joined  # noqa: E402
 
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def smctune(*args: str, timeout=420) -> subprocess.CompletedProcess:
+def smctune(*args: str, timeout=420, env=ENV) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smctune.cli", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout, stdin=subprocess.DEVNULL)
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, ray_address):
     storage = tmp_path_factory.mktemp("runs")
     out = smctune("sweep", "csqa", "--preset", "smoke", "--methods", "dense,omp_after,snip",
-                  "--sparsities", "0.36,0.832", "--seeds", "2", "--storage", str(storage), "--name", "e2e", "-q")
+                  "--sparsities", "0.36,0.832", "--seeds", "2", "--storage", str(storage), "--name", "e2e", "-q",
+                  env=joined(ENV, ray_address))
     assert out.returncode == 0, out.stderr[-2000:]
     return storage / "e2e", out.stdout
 
@@ -147,7 +149,7 @@ def test_report_html_renders_in_chromium(swept, tmp_path):
     assert shot.read_bytes()[:8] == PNG
 
 
-def test_a_report_that_fails_after_the_trials_ends_the_parent_run_failed(tmp_path):
+def test_a_report_that_fails_after_the_trials_ends_the_parent_run_failed(tmp_path, ray_address):
     """The trials are recorded, the report crashes: the sweep's MLflow run must not stay RUNNING."""
     from mlflow.tracking import MlflowClient
 
@@ -159,8 +161,8 @@ def test_a_report_that_fails_after_the_trials_ends_the_parent_run_failed(tmp_pat
         "from smctune.cli.main import main\n"
         f"main(['sweep', 'csqa', '--preset', 'smoke', '--methods', 'dense', '--storage', {str(tmp_path)!r}, "
         "'--name', 'broken', '-q'])\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=joined(ENV, ray_address), timeout=300, stdin=subprocess.DEVNULL)
     assert done.returncode != 0 and "report broke" in done.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'broken' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("smctune/broken").experiment_id])

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import joined
 from test_sweep import FAST_SPACE
 
 SMCTUNE = [sys.executable, "-m", "smctune.cli"]
@@ -33,10 +34,11 @@ def _runs(run_dir: Path):
     return runs[runs.get("tags.kind", "") != "sweep"] if "tags.kind" in runs else runs
 
 
-def test_interrupted_driver_then_resume(tmp_path):
+def test_interrupted_driver_then_resume(tmp_path, ray_address):
+    """The driver joins a running Ray (as on a cluster): SIGTERM stops it, not Ray; resume joins again."""
     space = tmp_path / "space.yaml"
     space.write_text(FAST_SPACE)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    env = joined(dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1"), ray_address)
     storage = tmp_path / "runs"
     cmd = SMCTUNE + ["sweep", "csqa", "--methods", "dense,omp_before,random_before,gmp",
                      "--sparsities", "0.3,0.5,0.7", "--preset", "smoke", "--search-space", str(space),

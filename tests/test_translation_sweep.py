@@ -5,12 +5,14 @@ records and in MLflow, BLEU printed in points)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import joined
 from smctune.trainables.translation import data
 from smctune.trainables.translation.languages import direction_name, eval_directions
 
@@ -18,17 +20,18 @@ SMCTUNE = str(Path(sys.executable).with_name("smctune"))
 METHODS = ("dense", "omp_after", "gmp", "snip", "omp_rigl", "lth")
 
 
-def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def sweep(tmp_path: Path, ray_address: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([SMCTUNE, "sweep", *args, "--preset", "smoke", "--storage", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=joined(os.environ, ray_address))
 
 
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]
 
 
-def test_cli_sweep_mt_2to2_records_bleu_per_direction(tmp_path):
-    result = sweep(tmp_path, "mt-2to2", "--methods", ",".join(METHODS), "--sparsities", "0.5", "--name", "mt")
+def test_cli_sweep_mt_2to2_records_bleu_per_direction(tmp_path, ray_address):
+    result = sweep(tmp_path, ray_address, "mt-2to2", "--methods", ",".join(METHODS), "--sparsities", "0.2",
+                   "--name", "mt")
     assert result.returncode == 0, result.stderr[-3000:]
     found = records(tmp_path / "mt")
     assert len(found) == len(METHODS) and {r["status"] for r in found} == {"ok"}, [r.get("error") for r in found]
@@ -53,14 +56,14 @@ def test_cli_sweep_mt_2to2_records_bleu_per_direction(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["mt-5to5", "mt-10to10"])
-def test_larger_groups_train_their_directions(tmp_path, task):
-    result = sweep(tmp_path, task, "--methods", "dense", "--name", task, "-q")
+def test_larger_groups_train_their_directions(tmp_path, ray_address, task):
+    result = sweep(tmp_path, ray_address, task, "--methods", "dense", "--name", task, "-q")
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = records(tmp_path / task)
     assert record["status"] == "ok", record.get("error")
 
 
-def test_a_data_dir_of_parallel_files(tmp_path):
+def test_a_data_dir_of_parallel_files(tmp_path, ray_address):
     """``<split>.<src>-<tgt>.<lang>`` files (cut from the bundled sample): the English-centric pairs
     are files, fr-cs comes through the English pivot, and the evaluation reads valid.*."""
     bundled = Path(data.__file__).parent / "data" / "flores200"
@@ -80,19 +83,20 @@ def test_a_data_dir_of_parallel_files(tmp_path):
     data.clear_cache()
     corpus = data.load("mt-2to2", str(directory))
     assert corpus.train.route("fr", "cs") == "pivot" and len(corpus.train.pairs(("fr", "cs"))) == 60
-    result = sweep(tmp_path, "mt-2to2", "--methods", "dense", "--data-dir", str(directory), "--name", "dir", "-q")
+    result = sweep(tmp_path, ray_address, "mt-2to2", "--methods", "dense", "--data-dir", str(directory), "--name", "dir",
+                   "-q")
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = records(tmp_path / "dir")
     assert record["status"] == "ok"
 
 
-def test_a_misaligned_data_dir_is_one_line_and_exit_2(tmp_path):
+def test_a_misaligned_data_dir_is_one_line_and_exit_2(tmp_path, ray_address):
     directory = tmp_path / "corpus"
     directory.mkdir()
     for split in ("train", "valid"):
         (directory / f"{split}.en-fr.en").write_text("a\nb\n", encoding="utf-8")
         (directory / f"{split}.en-fr.fr").write_text("a\n" if split == "train" else "a\nb\n", encoding="utf-8")
-    result = sweep(tmp_path, "mt-2to2", "--methods", "dense", "--data-dir", str(directory), "--name", "bad")
+    result = sweep(tmp_path, ray_address, "mt-2to2", "--methods", "dense", "--data-dir", str(directory), "--name", "bad")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "train.en-fr" in result.stderr

@@ -34,6 +34,7 @@ def measured():
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_runtime_keeps_its_data_and_no_model(measured):
     """The starting weights every new model copies live in a file, not in the worker's memory."""
     assert measured["runtime_bytes"] <= measured["data_bytes"] + SLACK

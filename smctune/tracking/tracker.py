@@ -25,6 +25,7 @@ from typing import Optional
 from smctune.config.specs import TrialSpec
 from smctune.errors import UserError
 from smctune.rundir.layout import RunDir
+from smctune.tracking.sqlite_template import seed_store
 
 METRIC_KEYS = ("loss", "train_loss", "sparsity", "sparsity_all", "best")
 SWEEP_KIND_TAG = "kind"
@@ -112,6 +113,7 @@ class MLflowTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
+        seed_store(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)

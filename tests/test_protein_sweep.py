@@ -1,6 +1,7 @@
-"""Protein sweeps under real Ray Tune: every protein task on a ``--data-dir`` in each layout a user's
-data may have (built here from the bundled ThermoProt files), the bundled task with every paper method
-through the CLI, and the module-sensitivity command.
+"""Protein sweeps: every protein task on a ``--data-dir`` in each layout a user's data may have (built
+here from the bundled ThermoProt files) as planned trials run in this process, one of them as a sweep
+under real Ray Tune, the bundled task with every paper method through the CLI, and the
+module-sensitivity command.
 
 The labels are the bundled sequences' real classes, renumbered the way each data set numbers them
 (HotProtein's five classes 0..4, Meltome's 2..4 with SMC-Bench's offset, hot/cold, melting
@@ -105,7 +106,11 @@ CASES = [   # task, layout writer, labels, what the data check must say
 
 @pytest.mark.parametrize("task, write, labels, layout", CASES,
                          ids=[f"{task}-{layout}-{i}" for i, (task, _, _, layout) in enumerate(CASES)])
-def test_every_task_sweeps_on_a_data_dir_in_each_layout(tmp_path, ray_session, task, write, labels, layout):
+def test_every_task_trains_on_a_data_dir_in_each_layout(tmp_path, task, write, labels, layout, single_thread):
+    """Every task and layout through the planned trials, run in this process in stage order (the
+    layout is read by the trial, not by Ray: the Ray sweep on a data dir is the test below)."""
+    from smctune.train.trial import CallbackReporter, Trial
+
     directory = tmp_path / "data"
     directory.mkdir()
     write(directory, labels)
@@ -114,17 +119,31 @@ def test_every_task_sweeps_on_a_data_dir_in_each_layout(tmp_path, ray_session, t
     assert loaded.layout == layout
     classes = {p.label for p in loaded.splits["train"]}
     assert len(classes) >= 2
-    space = load_search_space(task)
-    run_dir = tmp_path / "runs" / task
-    run_dir.mkdir(parents=True)
-    spec = SweepSpec(task=task, methods=("dense", "omp_after", "snip_rigl"), sparsities=(0.36,), seeds=(0,),
-                     preset="smoke", preset_reason="test", name=task, run_dir=str(run_dir),
-                     mlflow_uri=default_tracking_uri(run_dir), data_dir=str(directory), models=("esm1b",),
-                     verbosity=0, train_examples=len(loaded.splits["train"]))
+    spec = _spec(task, tmp_path, directory, len(loaded.splits["train"]))
+    trials = sorted(plan_trials(spec, load_search_space(task)), key=lambda t: t.method != "dense")
+    assert [t.method for t in trials] == ["dense", "omp_after", "snip_rigl"]
+    for trial in trials:
+        reporter = CallbackReporter()
+        Trial(trial, reporter, device="cpu").run()
+        last = reporter.reports[-1]
+        assert last["level_done"] and 0.0 <= last["best"] <= 1.0, (trial.method, last)
+        if trial.method != "dense":
+            assert last["sparsity"] == pytest.approx(0.36, abs=1e-4)   # an exact count
+
+
+def test_a_sweep_on_a_data_dir(tmp_path, ray_session):
+    """One layout under real Ray Tune: the workers read the user's directory and the records say so."""
+    task, write, labels, _ = CASES[0]
+    directory = tmp_path / "data"
+    directory.mkdir()
+    write(directory, labels)
+    data.clear_cache()
+    spec = _spec(task, tmp_path, directory, len(data.load(task, str(directory)).splits["train"]))
+    run_dir = Path(spec.run_dir)
     (run_dir / "sweep.json").write_text(spec.to_json())
-    trials = plan_trials(spec, space)
+    trials = plan_trials(spec, load_search_space(task))
     tracker = MLflowTracker(spec.mlflow_uri, f"smctune/{task}", str(run_dir), {"sweep": task, "git_sha": "t"})
-    outcome = run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+    outcome = run_sweep(spec, load_search_space(task), trials, ProgressPrinter(len(trials), verbosity=0), tracker)
     tracker.end_sweep("FINISHED")
     records = [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]
     assert outcome.trials_run == len(trials) == 3
@@ -133,6 +152,15 @@ def test_every_task_sweeps_on_a_data_dir_in_each_layout(tmp_path, ray_session, t
         assert 0.0 <= record["levels"][-1]["best"] <= 1.0
         if record["method"] != "dense":
             assert record["levels"][-1]["achieved_sparsity"] == pytest.approx(0.36, abs=1e-4)   # exact count
+
+
+def _spec(task: str, tmp_path: Path, directory: Path, train_examples: int) -> SweepSpec:
+    run_dir = tmp_path / "runs" / task
+    run_dir.mkdir(parents=True)
+    return SweepSpec(task=task, methods=("dense", "omp_after", "snip_rigl"), sparsities=(0.36,), seeds=(0,),
+                     preset="smoke", preset_reason="test", name=task, run_dir=str(run_dir),
+                     mlflow_uri=default_tracking_uri(run_dir), data_dir=str(directory), models=("esm1b",),
+                     verbosity=0, train_examples=train_examples)
 
 
 def test_cli_sweep_thermo_every_paper_method(tmp_path, ray_address):

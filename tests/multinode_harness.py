@@ -15,7 +15,9 @@ from pathlib import Path
 
 from test_sweep import FAST_SPACE
 
-SLOW_SPACE = FAST_SPACE.replace("max_steps: 8", "max_steps: 400").replace("eval_every: 4", "eval_every: 50")
+# one CPU per trial: each worker node has one
+SLOW_SPACE = (FAST_SPACE.replace("max_steps: 8", "max_steps: 400").replace("eval_every: 4", "eval_every: 50")
+              .replace("resources: {cpu: 2}", "resources: {cpu: 1}"))
 
 
 def main(workdir: Path) -> None:
@@ -40,11 +42,12 @@ def main(workdir: Path) -> None:
     removed = []
 
     def remove_a_busy_node():
-        """Once a trial has a checkpoint (both are running then), the first node leaves the cluster
-        (from this thread: Ray adds nodes from the main thread only, removing one is fine)."""
+        """Once both trials have a checkpoint (so the first node's trial has one to resume from, however
+        slowly a loaded machine started them), the first node leaves the cluster (from this thread:
+        Ray adds nodes from the main thread only, removing one is fine)."""
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if list((storage / "multi" / "ray").glob("stage1/*/checkpoint_*")):
+            if len({p.parent for p in (storage / "multi" / "ray").glob("stage1/*/checkpoint_*")}) >= 2:
                 time.sleep(0.5)   # let the driver register the checkpoint first (Ray's semantics)
                 cluster.remove_node(first)
                 removed.append(True)

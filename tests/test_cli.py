@@ -158,7 +158,9 @@ def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_pat
     from test_sweep import FAST_SPACE
 
     space = tmp_path / "space.yaml"
-    space.write_text(FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100"))
+    # two trials at once (one CPU each), so one is mid-way when the driver is stopped
+    space.write_text(FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100")
+                     .replace("resources: {cpu: 2}", "resources: {cpu: 1}"))
     argv = ["sweep", "csqa", "--methods", "dense,omp_before", "--sparsities", "0.2,0.36,0.488",
             "--preset", "smoke", "--search-space", str(space), "--storage", str(tmp_path / "runs"),
             "--name", "intr"]

@@ -27,9 +27,12 @@ presets:
     model: {source: config, name: tiny-bert, config: {hidden_size: 32, num_hidden_layers: 1,
             num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}
     train: {max_steps: 8, eval_every: 4, batch_size: 4, lr: 1.0e-3, max_length: 40,
-            train_limit: 64, eval_limit: 40, checkpoint_every_s: 0}
-    resources: {cpu: 1}
+            train_limit: 64, eval_limit: 40, checkpoint_every_s: 0, threads: 1}
+    resources: {cpu: 2}
 """
+# cpu: 2 on the tests' 2-CPU Ray: one trial at a time in one worker that Tune reuses, instead of two
+# workers each importing torch and transformers (about 8 CPU-seconds each) for trials of a second;
+# threads: 1 keeps the trial to one core beside the other test worker
 
 
 def _sweep(tmp_path: Path, name: str, methods, sparsities, space_text=FAST_SPACE, max_failures=0):

@@ -35,7 +35,8 @@ def worker_env() -> dict:
 
 
 def ensure_ray(num_cpus: Optional[int] = None) -> dict:
-    """Connect to ``RAY_ADDRESS`` when set (a cluster), else start a quiet local instance."""
+    """Connect to ``RAY_ADDRESS`` when set (a cluster, or ``auto`` for the last one started on this
+    machine), else start a quiet local instance of this sweep's own."""
     for key, value in RAY_QUIET_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -46,7 +47,9 @@ def ensure_ray(num_cpus: Optional[int] = None) -> dict:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            # "local": a new instance, never one found by Ray's auto-detection (the last `ray start`
+            # on this machine, which may be someone else's cluster); joining one is RAY_ADDRESS's job
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return ray.cluster_resources()
 
 

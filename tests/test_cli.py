@@ -151,6 +151,8 @@ def test_object_store_storage_is_refused_with_the_alternative(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_path):
+    """The driver starts Ray of its own, as on a laptop (the other CLI sweeps of the tests join the
+    session's): stopping the driver stops that Ray too, and the same command starts one again."""
     import signal
 
     import mlflow

@@ -158,7 +158,7 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
 
     import psutil
 
-    slow = (FAST_SPACE.replace("max_steps: 8", "max_steps: 600").replace("eval_every: 4", "eval_every: 100"))
+    slow = (FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100"))
     ray_dir = tmp_path / "runs" / "chaos" / "ray"
     killed = []
 
@@ -194,7 +194,7 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
     assert gmp["resumed_from"] >= 100, "the retry must continue from the checkpoint, not from step 0"
     assert abs(gmp["levels"][0]["achieved_sparsity"] - 0.5) < 1e-6
     steps = [row["step"] for row in gmp["history"] if row["round"] is None]
-    assert steps == sorted(set(steps)) and steps[-1] == 600
+    assert steps == sorted(set(steps)) and steps[-1] == 300
     runs = _runs(spec)
     gmp_runs = runs[runs["tags.method"] == "gmp"].reset_index()
     assert len(gmp_runs) == 1, "a retried trial keeps its one MLflow run"

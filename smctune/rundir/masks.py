@@ -12,7 +12,7 @@ half a file.
 The format (``smctune.masks/3``) is the magic line ``smctune-mask``, the length of a JSON header as
 4 bytes little-endian, the header (format, trial_id, level, achieved sparsity, names, shapes, byte
 offsets), then one zlib stream of every tensor's packed bits. A report of a 20,000-trial sweep reads
-every file once; this is one read, one JSON parse and one inflate per file, about a tenth of what
+every file once; this is one read, one JSON parse and one inflate per file, about a fifth of what
 numpy's ``.npz`` archive (a zip and two array headers) of formats 1 and 2 cost, which are still read.
 """
 from __future__ import annotations

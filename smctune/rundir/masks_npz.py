@@ -4,7 +4,7 @@ a run directory outlives the version that wrote it, and its report should keep i
 Both are numpy ``.npz`` archives, read with ``allow_pickle=False``: a ``meta`` entry (JSON text:
 format, names, shapes) and the packed bits, one entry per tensor (format 1, ``bits<i>``) or one for
 all of them (format 2, ``bits``, with each tensor's byte offset in the meta). They are slow to read
-in bulk (a zip archive and two array headers per file: about ten times the current format).
+in bulk (a zip archive and two array headers per file: about five times the current format).
 """
 from __future__ import annotations
 

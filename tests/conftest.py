@@ -24,9 +24,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """One Ray per test worker, with one CPU: the two test workers share the machine's two cores, and
+    a sweep's one-CPU trials then run one at a time in a single trial worker that Tune reuses. Two
+    trial workers would each import ray.tune, torch and transformers (7-10 CPU-seconds) for trials
+    that run about a second. Tests that need two trials at once start a Ray of their own
+    (test_cli.py's interrupted sweep, the multi-node harness)."""
     from smctune.sweep.ray_session import ensure_ray
 
-    ensure_ray(num_cpus=2)
+    ensure_ray(num_cpus=1)
     yield
     import ray
 

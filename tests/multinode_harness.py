@@ -16,8 +16,7 @@ from pathlib import Path
 from test_sweep import FAST_SPACE
 
 # one CPU per trial: each worker node has one
-SLOW_SPACE = (FAST_SPACE.replace("max_steps: 8", "max_steps: 400").replace("eval_every: 4", "eval_every: 50")
-              .replace("resources: {cpu: 2}", "resources: {cpu: 1}"))
+SLOW_SPACE = FAST_SPACE.replace("max_steps: 8", "max_steps: 400").replace("eval_every: 4", "eval_every: 50")
 
 
 def main(workdir: Path) -> None:

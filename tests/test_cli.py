@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import joined
+
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 
-def smctune(*args: str, cwd=None, timeout=180) -> subprocess.CompletedProcess:
+def smctune(*args: str, cwd=None, timeout=180, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smctune.cli", *args], capture_output=True, text=True,
-                          env=ENV, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+                          env=env or ENV, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("argv", [["ls", "tasks"], ["ls", "methods"], ["ls", "presets"], ["--help"],
@@ -150,9 +152,10 @@ def test_object_store_storage_is_refused_with_the_alternative(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_path):
+def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_path, ray_address):
     """The driver starts Ray of its own, as on a laptop (the other CLI sweeps of the tests join the
-    session's): stopping the driver stops that Ray too, and the same command starts one again."""
+    session's): stopping the driver stops that Ray too. The same command then resumes; it joins the
+    session's Ray (``RAY_ADDRESS``), as on a cluster, which saves a second Ray start."""
     import signal
 
     import mlflow
@@ -160,9 +163,9 @@ def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_pat
     from test_sweep import FAST_SPACE
 
     space = tmp_path / "space.yaml"
-    # two trials at once (one CPU each), so one is mid-way when the driver is stopped
-    space.write_text(FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100")
-                     .replace("resources: {cpu: 2}", "resources: {cpu: 1}"))
+    # two trials at once (one CPU each, on the driver's own Ray of this machine's two), so one is
+    # mid-way when the driver is stopped
+    space.write_text(FAST_SPACE.replace("max_steps: 8", "max_steps: 300").replace("eval_every: 4", "eval_every: 100"))
     argv = ["sweep", "csqa", "--methods", "dense,omp_before", "--sparsities", "0.2,0.36,0.488",
             "--preset", "smoke", "--search-space", str(space), "--storage", str(tmp_path / "runs"),
             "--name", "intr"]
@@ -189,7 +192,7 @@ def test_interrupted_sweep_ends_runs_killed_and_the_same_command_resumes(tmp_pat
     assert statuses == {"ok", "killed"}
     finished_before = len(runs[runs["status"] == "FINISHED"])
 
-    again = smctune(*argv, timeout=300)
+    again = smctune(*argv, timeout=300, env=joined(ENV, ray_address))
     assert again.returncode == 0, again.stderr
     assert f"resuming: {finished_before} of 4 trials already finished" in again.stdout
     records = [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]

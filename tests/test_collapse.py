@@ -68,11 +68,11 @@ def test_bad_stop_settings_are_one_line_errors(settings, message):
 
 def test_search_space_stop_block_is_validated(tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text(FAST_SPACE.replace("    resources: {cpu: 2}", "    resources: {cpu: 2}\n"
+    path.write_text(FAST_SPACE.replace("    resources: {cpu: 1}", "    resources: {cpu: 1}\n"
                                        "    stop: {chance_evals: 2, after_fraction: 2}"))
     with pytest.raises(UserError, match="after_fraction"):
         load_search_space("csqa", str(path))
-    path.write_text(FAST_SPACE.replace("    resources: {cpu: 2}", "    resources: {cpu: 2}\n"
+    path.write_text(FAST_SPACE.replace("    resources: {cpu: 1}", "    resources: {cpu: 1}\n"
                                        "    stop: {chance_evalz: 2}"))
     with pytest.raises(UserError, match="chance_evalz"):
         load_search_space("csqa", str(path))
@@ -134,7 +134,7 @@ def test_collapsed_trials_in_a_real_sweep(tmp_path, ray_session):
     from smctune.sweep.run import run_sweep
     from smctune.tracking.tracker import MLflowTracker, default_tracking_uri
 
-    text = FAST_SPACE.replace("    resources: {cpu: 2}", "    resources: {cpu: 2}\n"
+    text = FAST_SPACE.replace("    resources: {cpu: 1}", "    resources: {cpu: 1}\n"
                               "    stop: {chance_evals: 1, chance_margin: 0.99, after_fraction: 0.0}")
     space_file = tmp_path / "space.yaml"
     space_file.write_text(text)

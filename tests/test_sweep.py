@@ -28,11 +28,10 @@ presets:
             num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}
     train: {max_steps: 8, eval_every: 4, batch_size: 4, lr: 1.0e-3, max_length: 40,
             train_limit: 64, eval_limit: 40, checkpoint_every_s: 0, threads: 1}
-    resources: {cpu: 2}
+    resources: {cpu: 1}
 """
-# cpu: 2 on the tests' 2-CPU Ray: one trial at a time in one worker that Tune reuses, instead of two
-# workers each importing torch and transformers (about 8 CPU-seconds each) for trials of a second;
-# threads: 1 keeps the trial to one core beside the other test worker
+# threads: 1 keeps a trial to its one CPU beside the other test worker; the tests' Ray has one CPU
+# (conftest.ray_session), so a sweep's trials run one at a time in one worker that Tune reuses
 
 
 def _sweep(tmp_path: Path, name: str, methods, sparsities, space_text=FAST_SPACE, max_failures=0):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -18,7 +17,7 @@ from smctune.config.recorded import read_sweep_spec
 from smctune.config.specs import SweepSpec, row_label
 from smctune.errors import UserError
 from smctune.gc_pause import paused
-from smctune.rundir.layout import RunDir
+from smctune.rundir.layout import RunDir, names_ending
 from smctune.rundir.records import FINISHED_STATUSES, STATUS_FAILED, STATUS_KILLED
 from smctune.tracking.source import relocated
 
@@ -81,9 +80,7 @@ def load_run(run_dir: Union[str, Path], trial_ids: Optional[Iterable[str]] = Non
         paths = [layout.record_file(trial_id) for trial_id in sorted(set(trial_ids))]
         paths = [path for path in paths if path.is_file()]
     elif layout.results_dir.is_dir():
-        # names sorted as strings: sorting Path objects cost more than reading at 20k records
-        paths = [layout.results_dir / name for name in sorted(
-            entry.name for entry in os.scandir(layout.results_dir) if entry.name.endswith(".json"))]
+        paths = [layout.results_dir / name for name in names_ending(layout.results_dir, ".json")]
     else:
         paths = []
     with paused():   # thousands of parsed records pile up: see smctune.gc_pause

@@ -29,7 +29,7 @@ import numpy as np
 
 from smctune.errors import UserError
 from smctune.rundir import masks_npz
-from smctune.rundir.layout import RunDir, atomic_path, plain_trial_id
+from smctune.rundir.layout import RunDir, atomic_path, names_ending, plain_trial_id
 from smctune.rundir.packed_mask import PackedMask, byte_ranges
 
 FORMAT = "smctune.masks/3"
@@ -93,8 +93,7 @@ def mask_files(run_dir: PathLike) -> dict[tuple[str, float], Path]:
     if not directory.is_dir():
         return {}
     found: dict[tuple[str, float], Path] = {}
-    # names sorted as strings (sorting Path objects cost more than the rest at 20k files)
-    for name in sorted(entry.name for entry in os.scandir(directory) if entry.name.endswith(_READ_SUFFIXES)):
+    for name in names_ending(directory, _READ_SUFFIXES):
         stem, suffix = os.path.splitext(name)
         trial_id, separator, level = stem.rpartition(_SEPARATOR)
         try:

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 from smctune.config.specs import TrialSpec
 from smctune.gc_pause import paused
-from smctune.rundir.layout import RunDir, write_atomic
+from smctune.rundir.layout import RunDir, names_ending, write_atomic
 
 STATUS_OK, STATUS_FAILED, STATUS_KILLED = "ok", "failed", "killed"
 # A trial stopped early because its network collapsed (``smctune.train.collapse``): a result, not an error.
@@ -61,10 +61,9 @@ def _read_dir(directory: Path) -> dict[str, Optional[dict]]:
     found: dict = {}
     if not directory.is_dir():
         return found
-    # names sorted as strings (sorting Path objects cost more than reading at 20k records); the
-    # collector paused while thousands of parsed records pile up (``smctune.gc_pause``)
+    # the collector paused while thousands of parsed records pile up (``smctune.gc_pause``)
     with paused():
-        for name in sorted(entry.name for entry in os.scandir(directory) if entry.name.endswith(".json")):
+        for name in names_ending(directory, ".json"):
             data = _read_json(directory / name)
             trial_id = data.get("trial_id") if data and isinstance(data.get("trial_id"), str) else name[:-5]
             found[trial_id] = data

@@ -76,6 +76,19 @@ def space(tmp_path_factory):
     return load_search_space("csqa", str(path))
 
 
+def last_reports(trials) -> list[dict]:
+    """Each planned ``TrialSpec`` of ``trials`` through ``Trial.run`` in this process, in order: the last
+    report of each. For tests of what a trial reads (a data layout), which Ray does not change."""
+    from smctune.train.trial import CallbackReporter, Trial
+
+    last = []
+    for trial in trials:
+        reporter = CallbackReporter()
+        Trial(trial, reporter, device="cpu").run()
+        last.append(reporter.reports[-1])
+    return last
+
+
 def fails(match: str, call, *args, **kwargs) -> str:
     """``call`` raises a one-line UserError matching ``match``; returns the message."""
     with pytest.raises(UserError, match=match) as caught:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import joined
+from conftest import joined, last_reports
 from smctune.config.specs import SweepSpec
 from smctune.config.search_space import load_search_space
 from smctune.sweep.progress import ProgressPrinter
@@ -109,8 +109,6 @@ CASES = [   # task, layout writer, labels, what the data check must say
 def test_every_task_trains_on_a_data_dir_in_each_layout(tmp_path, task, write, labels, layout, single_thread):
     """Every task and layout through the planned trials, run in this process in stage order (the
     layout is read by the trial, not by Ray: the Ray sweep on a data dir is the test below)."""
-    from smctune.train.trial import CallbackReporter, Trial
-
     directory = tmp_path / "data"
     directory.mkdir()
     write(directory, labels)
@@ -122,10 +120,7 @@ def test_every_task_trains_on_a_data_dir_in_each_layout(tmp_path, task, write, l
     spec = _spec(task, tmp_path, directory, len(loaded.splits["train"]))
     trials = sorted(plan_trials(spec, load_search_space(task)), key=lambda t: t.method != "dense")
     assert [t.method for t in trials] == ["dense", "omp_after", "snip_rigl"]
-    for trial in trials:
-        reporter = CallbackReporter()
-        Trial(trial, reporter, device="cpu").run()
-        last = reporter.reports[-1]
+    for trial, last in zip(trials, last_reports(trials)):
         assert last["level_done"] and 0.0 <= last["best"] <= 1.0, (trial.method, last)
         if trial.method != "dense":
             assert last["sparsity"] == pytest.approx(0.36, abs=1e-4)   # an exact count
@@ -143,9 +138,10 @@ def test_a_sweep_on_a_data_dir(tmp_path, ray_session):
                  methods=("dense", "snip_rigl"))
     run_dir = Path(spec.run_dir)
     (run_dir / "sweep.json").write_text(spec.to_json())
-    trials = plan_trials(spec, load_search_space(task))
+    space = load_search_space(task)
+    trials = plan_trials(spec, space)
     tracker = MLflowTracker(spec.mlflow_uri, f"smctune/{task}", str(run_dir), {"sweep": task, "git_sha": "t"})
-    outcome = run_sweep(spec, load_search_space(task), trials, ProgressPrinter(len(trials), verbosity=0), tracker)
+    outcome = run_sweep(spec, space, trials, ProgressPrinter(len(trials), verbosity=0), tracker)
     tracker.end_sweep("FINISHED")
     records = [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]
     assert outcome.trials_run == len(trials) == 2

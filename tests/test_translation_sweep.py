@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import joined
+from conftest import joined, last_reports
 from smctune.trainables.translation import data
 from smctune.trainables.translation.languages import direction_name, eval_directions
 
@@ -68,19 +68,13 @@ def run_planned(tmp_path: Path, task: str, data_dir=None) -> list[dict]:
     from smctune.config.search_space import load_search_space
     from smctune.config.specs import SweepSpec
     from smctune.sweep.plan import plan_trials
-    from smctune.train.trial import CallbackReporter, Trial
 
     run_dir = tmp_path / "runs" / task
     run_dir.mkdir(parents=True)
     spec = SweepSpec(task=task, methods=("dense",), sparsities=(0.5,), seeds=(0,), preset="smoke",
                      preset_reason="test", name=task, run_dir=str(run_dir), mlflow_uri="sqlite:////unused.db",
                      data_dir=data_dir, verbosity=0)
-    last = []
-    for trial in plan_trials(spec, load_search_space(task)):
-        reporter = CallbackReporter()
-        Trial(trial, reporter, device="cpu").run()
-        last.append(reporter.reports[-1])
-    return last
+    return last_reports(plan_trials(spec, load_search_space(task)))
 
 
 def test_a_data_dir_of_parallel_files(tmp_path, single_thread):
